@@ -1,0 +1,154 @@
+"""The ComiRec preprocessing protocol (spec 2.2), vectorised with numpy.
+
+Faithful to `THUDM/ComiRec preprocess/data.py`:
+  1. item counts over all interactions; items with >= 5 kept and renumbered 1..N by descending
+     count (ties: first appearance in the file, as Python's stable sort over a dict gives);
+  2. users with >= 5 interactions on kept items (one pass, not an iterative k-core);
+  3. each user's interactions sorted by time, stably (ties keep file order);
+  4. the kept users, in order of first appearance, shuffled with `random.Random(seed).shuffle`
+     (the same permutation ComiRec's `random.seed(1230); random.shuffle(user_ids)` makes) and cut
+     80 / 10 / 10 into train / valid / test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pandas as pd
+
+from mic_tf.data.dataset import ProcessedDataset
+from mic_tf.data.raw import RawDataset
+from mic_tf.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolParams:
+    """Parameters of the protocol. Every field goes into the processed data's cache key."""
+
+    min_item_count: int = 5
+    min_user_count: int = 5
+    split_seed: int = 1230
+    train_frac: float = 0.8
+    valid_frac: float = 0.1
+
+    def validate(self) -> None:
+        if self.min_item_count < 1 or self.min_user_count < 1:
+            raise DataError(f"min_item_count and min_user_count must be >= 1, got "
+                            f"{self.min_item_count} and {self.min_user_count}")
+        if self.min_user_count < 5:
+            # The ComiRec sampler cuts at k in [4, len): a user needs at least 5 interactions.
+            raise DataError(f"min_user_count must be >= 5 (the training sampler needs a history of "
+                            f"4 and one target), got {self.min_user_count}")
+        if not (0 < self.train_frac < 1 and 0 <= self.valid_frac < 1
+                and self.train_frac + self.valid_frac < 1):
+            raise DataError(f"train_frac={self.train_frac} and valid_frac={self.valid_frac} must "
+                            f"be fractions with train_frac + valid_frac < 1")
+
+
+def _renumber_items(item_codes: np.ndarray, num_codes: int, min_count: int):
+    """Returns (new id of each code, 0 = dropped; codes of kept items in new-id order)."""
+    count = np.bincount(item_codes, minlength=num_codes)
+    order = np.argsort(-count, kind="stable")  # descending popularity, ties by first appearance
+    num_kept = int(np.count_nonzero(count >= min_count))
+    new_id = np.zeros(num_codes, dtype=np.int32)
+    new_id[order[:num_kept]] = np.arange(1, num_kept + 1, dtype=np.int32)
+    return new_id, order[:num_kept]
+
+
+def _shuffle_users(num_users: int, seed: int) -> np.ndarray:
+    """ComiRec's user shuffle: the permutation `random.shuffle` applies to a list of this length."""
+    perm = list(range(num_users))
+    random.Random(seed).shuffle(perm)
+    return np.asarray(perm, dtype=np.int64)
+
+
+def _encode_column(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Strings -> ids 1..V in sorted order of the values; missing -> 0."""
+    missing = values.isna().to_numpy()
+    as_str = values.astype(object).where(~missing, "").astype(str).to_numpy()
+    vocab = sorted(set(as_str[~missing].tolist()))
+    lookup = {v: j + 1 for j, v in enumerate(vocab)}
+    codes = np.array([0 if m else lookup[s] for s, m in zip(as_str, missing)], dtype=np.int32)
+    return codes, vocab
+
+
+def _side_tables(raw: RawDataset, kept_items: np.ndarray, kept_users: np.ndarray):
+    """Category ids, titles and user feature ids aligned with the new item and user numbering."""
+    category = np.zeros(len(kept_items) + 1, dtype=np.int32)
+    category_names = [""]
+    if raw.item_category is not None:
+        cats = raw.item_category[~raw.item_category.index.duplicated()].reindex(kept_items)
+        codes, uniques = pd.factorize(cats.astype(object), use_na_sentinel=True)
+        category[1:] = codes + 1  # first appearance in item-id order; missing -> 0
+        category_names += [str(c) for c in uniques]
+    titles = np.full(len(kept_items) + 1, "", dtype=object)
+    if raw.item_title is not None:
+        t = raw.item_title[~raw.item_title.index.duplicated()].reindex(kept_items)
+        titles[1:] = t.astype(object).where(t.notna(), "").astype(str).to_numpy()
+    names, vocab, columns = [], [], []
+    if raw.user_features is not None and raw.user_features.shape[1]:
+        table = raw.user_features[~raw.user_features.index.duplicated()].reindex(kept_users)
+        for col in table.columns:
+            codes, v = _encode_column(table[col])
+            names.append(str(col))
+            vocab.append(v)
+            columns.append(codes)
+    features = (np.stack(columns, axis=1) if columns
+                else np.zeros((len(kept_users), 0), dtype=np.int32))
+    return category, category_names, titles, features, names, vocab
+
+
+def apply_comirec_protocol(raw: RawDataset, params: ProtocolParams = ProtocolParams()
+                           ) -> ProcessedDataset:
+    """Filters, renumbers, sorts and splits `raw` as ComiRec does (see the module docstring)."""
+    params.validate()
+    u_codes, u_uniques = pd.factorize(raw.users)
+    i_codes, i_uniques = pd.factorize(raw.items)
+    where = ", ".join(str(f) for f in raw.files) or raw.name
+    if (u_codes < 0).any() or (i_codes < 0).any():
+        raise DataError("some user or item ids are missing (empty or NaN); every row needs both",
+                        path=where)
+    new_item, kept_item_codes = _renumber_items(i_codes, len(i_uniques), params.min_item_count)
+    if len(kept_item_codes) == 0:
+        raise DataError(f"no item has >= {params.min_item_count} interactions, so filtering "
+                        f"leaves nothing; lower min_item_count or use more data", path=where)
+    row_item = new_item[i_codes]
+    on_kept = row_item > 0
+    per_user = np.bincount(u_codes[on_kept], minlength=len(u_uniques))
+    kept_user_codes = np.flatnonzero(per_user >= params.min_user_count)  # first-appearance order
+    if len(kept_user_codes) == 0:
+        raise DataError(f"no user has >= {params.min_user_count} interactions on kept items, so "
+                        f"filtering leaves nothing; use more data", path=where)
+    shuffled = kept_user_codes[_shuffle_users(len(kept_user_codes), params.split_seed)]
+    new_user = np.full(len(u_uniques), -1, dtype=np.int64)
+    new_user[shuffled] = np.arange(len(shuffled))
+
+    rows = np.flatnonzero(on_kept & (new_user[u_codes] >= 0))
+    row_user = new_user[u_codes[rows]]
+    ts = np.asarray(raw.timestamps)[rows]
+    order = np.argsort(ts, kind="stable")
+    order = order[np.argsort(row_user[order], kind="stable")]
+    seq_items = row_item[rows[order]].astype(np.int32)
+    offsets = np.zeros(len(shuffled) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_user, minlength=len(shuffled)), out=offsets[1:])
+
+    n = len(shuffled)
+    n_train = int(n * params.train_frac)
+    n_valid = int(n * (params.train_frac + params.valid_frac)) - n_train
+    if n_train == 0 or n - n_train - n_valid == 0:
+        raise DataError(f"only {n} users survive filtering: too few for a train/valid/test split; "
+                        f"use more data", path=where)
+    kept_items_raw = i_uniques[kept_item_codes]
+    kept_users_raw = u_uniques[shuffled]
+    category, category_names, titles, feats, feat_names, vocab = _side_tables(
+        raw, np.asarray(kept_items_raw), np.asarray(kept_users_raw))
+    return ProcessedDataset(
+        name=raw.name, seq_items=seq_items, seq_offsets=offsets, num_items=len(kept_item_codes),
+        num_train_users=n_train, num_valid_users=n_valid, item_category=category,
+        category_names=category_names,
+        user_raw_ids=np.asarray(kept_users_raw).astype(str).astype(object),
+        item_raw_ids=np.concatenate([[""], np.asarray(kept_items_raw).astype(str)]).astype(object),
+        item_titles=titles, user_features=feats, user_feature_names=feat_names,
+        user_feature_vocab=vocab)

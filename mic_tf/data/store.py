@@ -1,0 +1,127 @@
+"""The versioned on-disk format of a processed dataset (spec 2.2 step 6).
+
+`DIR/NAME/` holds (format version 1):
+  meta.json         format version, source, protocol params, raw files with size and sha256,
+                    counts, user field names, and `cache_key` (a hash of all of the above inputs)
+  seq_items.npy     int32 [nnz]   every user's time-sorted item ids, concatenated
+  seq_offsets.npy   int64 [U+1]   CSR offsets; users 0..U-1 are train, then valid, then test
+  item_category.npy int32 [N+1]   category id per item (0 = padding / no category)
+  user_features.npy int32 [U, F]  user field value ids (0 = unknown)
+  users.tsv         user, raw_id, split
+  items.tsv         item, raw_id, category, title     (row 0 is the padding item)
+  categories.tsv    category, name                    (row 0 is "no category")
+  user_fields.tsv   field, value_id, value
+
+Everything is written without timestamps, with sorted JSON keys and `np.save` (no zip), so that
+preparing the same raw files with the same parameters twice gives byte-identical folders. The
+folder is built under a temporary name and swapped in whole (`atomic_dir`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mic_tf.data.dataset import ProcessedDataset
+from mic_tf.errors import DataError
+from mic_tf.utils.io import atomic_dir
+
+FORMAT_VERSION = 1
+_ARRAYS = ("seq_items", "seq_offsets", "item_category", "user_features")
+
+
+def cache_key(inputs: dict) -> str:
+    """A stable hash of everything the processed output depends on."""
+    blob = json.dumps({"format_version": FORMAT_VERSION, **inputs}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _write_tsv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _read_tsv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the processed table ({e}); delete the folder and prepare "
+                        f"the dataset again", path=path) from e
+
+
+def save(ds: ProcessedDataset, out_dir: str | Path, meta: dict) -> None:
+    """Writes `ds` to `out_dir` atomically; `meta` must already hold the cache inputs."""
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        for name in _ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(ds, name), allow_pickle=False)
+        r = {s: ds.split_range(s) for s in ("train", "valid", "test")}
+        splits = np.empty(ds.num_users, dtype=object)
+        for s, rng in r.items():
+            splits[rng.start:rng.stop] = s
+        _write_tsv(tmp / "users.tsv", ["user", "raw_id", "split"],
+                   zip(range(ds.num_users), ds.user_raw_ids, splits))
+        _write_tsv(tmp / "items.tsv", ["item", "raw_id", "category", "title"],
+                   zip(range(ds.num_items + 1), ds.item_raw_ids, ds.item_category, ds.item_titles))
+        _write_tsv(tmp / "categories.tsv", ["category", "name"], enumerate(ds.category_names))
+        _write_tsv(tmp / "user_fields.tsv", ["field", "value_id", "value"],
+                   ((f, j + 1, v) for f, vocab in zip(ds.user_feature_names, ds.user_feature_vocab)
+                    for j, v in enumerate(vocab)))
+        full_meta = {**meta, "format_version": FORMAT_VERSION, "counts": ds.counts(),
+                     "num_categories": ds.num_categories,
+                     "user_feature_names": ds.user_feature_names}
+        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
+    ds.meta = full_meta
+
+
+def read_meta(folder: str | Path) -> dict | None:
+    """The metadata of a processed folder, or None when there is no complete folder."""
+    path = Path(folder) / "meta.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"processed metadata is not valid JSON ({e}); delete the folder and "
+                        f"prepare again", path=path) from e
+
+
+def load(folder: str | Path) -> ProcessedDataset:
+    """Reads a processed folder written by `save`."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    if meta is None:
+        raise DataError(f"no processed dataset here (meta.json missing); run "
+                        f"`python datasets/prepare.py --dataset=NAME` first", path=folder)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"processed format version {meta.get('format_version')} is not the "
+                        f"supported version {FORMAT_VERSION}; prepare the dataset again", path=folder)
+    arrays = {}
+    for name in _ARRAYS:
+        try:
+            arrays[name] = np.load(folder / f"{name}.npy", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read {name}.npy ({e}); prepare the dataset again",
+                            path=folder) from e
+    users = _read_tsv(folder / "users.tsv")
+    items = _read_tsv(folder / "items.tsv")
+    cats = _read_tsv(folder / "categories.tsv")
+    fields = _read_tsv(folder / "user_fields.tsv")
+    names = list(meta.get("user_feature_names", []))
+    vocab = [fields.loc[fields["field"] == f, "value"].tolist() for f in names]
+    counts = meta["counts"]
+    return ProcessedDataset(
+        name=meta["dataset"], seq_items=arrays["seq_items"], seq_offsets=arrays["seq_offsets"],
+        num_items=int(counts["items"]), num_train_users=int(counts["train_users"]),
+        num_valid_users=int(counts["valid_users"]), item_category=arrays["item_category"],
+        category_names=cats["name"].tolist(), user_raw_ids=users["raw_id"].to_numpy(dtype=object),
+        item_raw_ids=items["raw_id"].to_numpy(dtype=object),
+        item_titles=items["title"].to_numpy(dtype=object), user_features=arrays["user_features"],
+        user_feature_names=names, user_feature_vocab=vocab, meta=meta)

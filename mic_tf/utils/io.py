@@ -1,0 +1,171 @@
+"""File helpers: atomic writes, checksums and resumable downloads.
+
+Every writer here follows one rule: a file or folder only appears under its final name once it is
+complete, so a crash or a Ctrl-C never leaves a half-written output that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mic_tf.errors import DataError
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, streamed in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def md5_file(path: str | os.PathLike) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike):
+    """Yields a temporary path beside `final`; renames it to `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(final: str | os.PathLike, text: str) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(final: str | os.PathLike, obj) -> None:
+    """Writes JSON with sorted keys so that the same object always gives the same bytes."""
+    atomic_write_text(final, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike):
+    """Yields an empty temporary folder beside `final`; swaps it into place if the block succeeds.
+
+    An existing `final` is replaced only after the new folder is complete, so readers see either
+    the old complete folder or the new complete one.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual mode
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _progress(done: int, total: int | None, start: float, label: str) -> None:
+    elapsed = max(time.time() - start, 1e-6)
+    rate = done / elapsed / 1e6
+    if total:
+        msg = f"\r{label}: {done / 1e6:8.1f} / {total / 1e6:.1f} MB ({100 * done / total:5.1f}%) {rate:6.1f} MB/s"
+    else:
+        msg = f"\r{label}: {done / 1e6:8.1f} MB {rate:6.1f} MB/s"
+    sys.stderr.write(msg)
+    sys.stderr.flush()
+
+
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None,
+             progress: bool = True, timeout: float = 60.0) -> Path:
+    """Downloads `url` to `dest` with a progress line, resuming a previous partial download.
+
+    The bytes go to `dest + '.part'`; a server that ignores the Range header restarts the download.
+    The checksum (when known) is verified before the rename, and a mismatch deletes the partial
+    file, so `dest` exists only when it is complete and correct.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "mic-tf"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the part file is already complete, or longer than the file
+            part.unlink()
+            return download(url, dest, sha256=sha256, md5=md5, progress=progress, timeout=timeout)
+        raise DataError(f"download failed with HTTP {e.code}; check the URL or pass a local copy "
+                        f"of the file instead", path=url) from e
+    except (urllib.error.URLError, OSError) as e:
+        raise DataError(f"download failed ({e}); check the network or pass a local copy of the "
+                        f"file instead", path=url) from e
+    with response:
+        resumed = have and response.status == 206
+        mode = "ab" if resumed else "wb"
+        done = have if resumed else 0
+        length = response.headers.get("Content-Length")
+        total = done + int(length) if length is not None else None
+        start = time.time()
+        with open(part, mode) as f:
+            while True:
+                chunk = response.read(_CHUNK)
+                if not chunk:
+                    break
+                f.write(chunk)
+                done += len(chunk)
+                if progress:
+                    _progress(done, total, start, dest.name)
+        if progress:
+            sys.stderr.write("\n")
+    if total is not None and done != total:
+        raise DataError(f"download ended after {done} of {total} bytes; run the same command "
+                        f"again to resume", path=url)
+    verify_checksum(part, sha256=sha256, md5=md5, source=url, delete_on_mismatch=True)
+    os.replace(part, dest)
+    return dest
+
+
+def verify_checksum(path: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None,
+                    source: str | None = None, delete_on_mismatch: bool = False) -> None:
+    """Raises DataError when the file's checksum differs from the expected one."""
+    for name, expected, fn in (("sha256", sha256, sha256_file), ("md5", md5, md5_file)):
+        if expected is None:
+            continue
+        actual = fn(path)
+        if actual != expected:
+            if delete_on_mismatch:
+                os.unlink(path)
+            raise DataError(f"{name} checksum mismatch: expected {expected}, got {actual}; the file "
+                            f"is truncated or corrupt" + (f" (from {source})" if source else "")
+                            + ". Delete it and fetch it again", path=path)

@@ -1,0 +1,28 @@
+"""mic-tf: MIC (CIKM'22) in TensorFlow 2 / Keras 3.
+
+CPU (default):  pip install -e ".[test]"
+GPU:            pip install -r requirements-gpu.txt && pip install --no-deps -e .
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+
+def _requirements(name):
+    lines = Path(__file__).with_name(name).read_text().splitlines()
+    return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
+
+
+setup(
+    name="mic-tf",
+    version="0.1.0",
+    description="Model-agnostic Integrated Cross-channel recommender (MIC, CIKM'22) in TF2/Keras 3",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["mic_tf", "mic_tf.*"]),
+    python_requires=">=3.10,<3.13",
+    install_requires=_requirements("requirements.txt"),
+    extras_require={"test": ["pytest>=7"]},
+    license="Apache-2.0",
+)
