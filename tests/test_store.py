@@ -1,0 +1,65 @@
+"""The processed format: byte-identical rebuilds, cache keys, atomic replacement."""
+
+import filecmp
+import numpy as np
+import pytest
+
+from mic_tf.data import store
+from mic_tf.data.prepare import prepare_dataset
+from mic_tf.data.protocol import ProtocolParams
+from mic_tf.errors import DataError
+from tests.toy_data import toy_dataset
+
+def test_round_trip(tmp_path):
+    ds = toy_dataset()
+    store.save(ds, tmp_path / "toy", {"dataset": "toy", "cache_key": "k"})
+    back = store.load(tmp_path / "toy")
+    for name in ("seq_items", "seq_offsets", "item_category", "user_features", "user_raw_ids",
+                 "item_raw_ids", "item_titles"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(ds, name))
+    assert back.counts() == ds.counts()
+
+
+def test_save_twice_gives_identical_bytes(tmp_path):
+    for out in ("a", "b"):
+        store.save(toy_dataset(), tmp_path / out, {"dataset": "toy", "cache_key": "k"})
+    cmp = filecmp.dircmp(tmp_path / "a", tmp_path / "b")
+    assert cmp.left_list == cmp.right_list and len(cmp.left_list) == 9
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", cmp.left_list,
+                                           shallow=False)
+    assert mismatch == [] and errors == []
+
+
+def test_crash_while_saving_leaves_old_folder_intact(tmp_path, monkeypatch):
+    ds = toy_dataset()
+    store.save(ds, tmp_path / "toy", {"dataset": "toy", "cache_key": "old"})
+    calls = []
+
+    def failing_save(path, arr, allow_pickle=False):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        np.lib.format.write_array(open(path, "wb"), arr)
+
+    monkeypatch.setattr(store.np, "save", failing_save)
+    with pytest.raises(OSError):
+        store.save(ds, tmp_path / "toy", {"dataset": "toy", "cache_key": "new"})
+    assert store.read_meta(tmp_path / "toy")["cache_key"] == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["toy"]  # no temporary folder left behind
+
+
+def test_load_without_meta_says_what_to_run(tmp_path):
+    with pytest.raises(DataError, match="prepare.py"):
+        store.load(tmp_path / "nothing")
+
+
+def test_cache_key_tracks_params(tmp_path, capsys, ml100k_raw_dir):
+    ML100K_RAW = ml100k_raw_dir
+    first = prepare_dataset("ml-100k", data_dir=tmp_path, raw_dir=ML100K_RAW)
+    key = first.meta["cache_key"]
+    again = prepare_dataset("ml-100k", data_dir=tmp_path, raw_dir=ML100K_RAW)
+    assert again.meta["cache_key"] == key and "up to date" in capsys.readouterr().err
+    other = prepare_dataset("ml-100k", data_dir=tmp_path, raw_dir=ML100K_RAW,
+                            params=ProtocolParams(split_seed=7))
+    assert other.meta["cache_key"] != key and "rebuilding" in capsys.readouterr().err
+    assert list(other.user_raw_ids) != list(first.user_raw_ids)
