@@ -1,0 +1,127 @@
+"""Train and evaluate one model (spec 8).
+
+    python experiments/run.py --encoder=gru4rec --plugin=none
+    python experiments/run.py --dataset=ml-1m --encoder=comirec_sa --seed=3 --output_dir=runs/x
+    python experiments/run.py --flagfile=my.flags
+
+Prepares the dataset if needed, trains with early stopping on valid recall@50, evaluates the test
+users once with the best weights and writes OUT/{metrics.json, flags.json, recommendations.jsonl,
+tensorboard/, checkpoints/, user_tower/}. Killed and restarted with the same command, it resumes
+from its last checkpoint.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+from experiments import common_flags, defaults  # noqa: E402
+from mic_tf.data.pipeline import SAMPLERS  # noqa: E402
+from mic_tf.errors import MicError  # noqa: E402
+from mic_tf.models.encoders import ENCODERS  # noqa: E402
+from mic_tf.models.losses import BASIC_LOSSES  # noqa: E402
+
+ABLATIONS = ("full", "-uu", "-ui", "-ii", "-perturbation", "-mining", "-u2u", "-u2i", "-i2i")
+
+flags.DEFINE_enum("encoder", "gru4rec", sorted(ENCODERS), "User-tower encoder.")
+flags.DEFINE_enum("plugin", "none", ["none", "mic"], "`mic` adds the MIC plugin (X + MIC).")
+flags.DEFINE_enum("ablation", "full", ABLATIONS, "MIC ablation (paper Table 4).")
+flags.DEFINE_enum("basic_loss", "sampled_softmax", BASIC_LOSSES, "Basic retrieval loss.")
+flags.DEFINE_integer("seed", 0, "Seed of initialisation, sampling and negatives.")
+flags.DEFINE_string("output_dir", None, "Run folder (default runs/DATASET/ENCODER-PLUGIN-sSEED).")
+flags.DEFINE_enum("sampler", "comirec", SAMPLERS, "Training-example sampler (spec 2.3).")
+flags.DEFINE_integer("batch_size", None, "Batch size (default per dataset).")
+flags.DEFINE_integer("maxlen", None, "History length L (default per dataset).")
+flags.DEFINE_integer("embedding_dim", None, "Embedding / hidden size D.")
+flags.DEFINE_float("learning_rate", None, "Adam learning rate (default 1e-3; 5e-3 for DR).")
+flags.DEFINE_integer("max_steps", None, "Maximum training steps (default per dataset).")
+flags.DEFINE_integer("max_epochs", None, "Maximum epochs of the sampler; overrides max_steps.")
+flags.DEFINE_integer("eval_every", None, "Steps between validations (default per dataset).")
+flags.DEFINE_integer("patience", None, "Validations without improvement before stopping.")
+flags.DEFINE_integer("num_interests", 4, "K for the multi-interest encoders.")
+flags.DEFINE_integer("routing_iterations", 3, "Dynamic-routing iterations (ComiRec-DR).")
+flags.DEFINE_integer("num_sampled", None, "Sampled-softmax negatives per batch "
+                     "(default 10 x batch_size, as ComiRec).")
+flags.DEFINE_integer("logistic_negatives", 10, "Negatives per example for --basic_loss=logistic.")
+flags.DEFINE_float("logistic_temperature", 0.1, "tau_b of the logistic loss (eq. 9).")
+flags.DEFINE_boolean("use_category", False, "Item tower adds a category embedding.")
+flags.DEFINE_boolean("use_user_features", False, "User tower adds user-field embeddings.")
+flags.DEFINE_boolean("exclude_history", False, "Drop history items from the ranked lists "
+                     "(off in the ComiRec protocol).")
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (pinned and recorded).")
+flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (same seed, same metrics).")
+flags.DEFINE_integer("verbose", None, "Keras progress: 1 bar, 2 one line per period "
+                     "(default: 1 on a terminal, else 2).")
+FLAGS = flags.FLAGS
+
+
+def resolved(name):
+    return defaults.resolve(name, FLAGS.dataset, FLAGS.encoder, getattr(FLAGS, name))
+
+
+def build_config(ds):
+    from mic_tf.data.pipeline import steps_per_epoch
+    from mic_tf.experiment import ExperimentConfig
+    from mic_tf.training.trainer import TrainConfig
+
+    batch_size = resolved("batch_size")
+    max_steps = resolved("max_steps")
+    if FLAGS.max_epochs is not None:
+        max_steps = FLAGS.max_epochs * steps_per_epoch(ds, FLAGS.sampler, batch_size)
+    verbose = FLAGS.verbose if FLAGS.verbose is not None else (1 if sys.stderr.isatty() else 2)
+    train = TrainConfig(batch_size=batch_size, maxlen=resolved("maxlen"),
+                        learning_rate=resolved("learning_rate"), max_steps=max_steps,
+                        eval_every=min(resolved("eval_every"), max_steps),
+                        patience=resolved("patience"), seed=FLAGS.seed, sampler=FLAGS.sampler,
+                        jit_compile=FLAGS.jit_compile, exclude_history=FLAGS.exclude_history,
+                        verbose=verbose)
+    return ExperimentConfig(
+        encoder=FLAGS.encoder, plugin=FLAGS.plugin, ablation=FLAGS.ablation,
+        basic_loss=FLAGS.basic_loss, embedding_dim=resolved("embedding_dim"),
+        num_interests=FLAGS.num_interests, routing_iterations=FLAGS.routing_iterations,
+        num_sampled=FLAGS.num_sampled, logistic_negatives=FLAGS.logistic_negatives,
+        logistic_temperature=FLAGS.logistic_temperature, use_category=FLAGS.use_category,
+        use_user_features=FLAGS.use_user_features, train=train)
+
+
+def resolved_flags(cfg, out_dir) -> dict:
+    """Every flag of this script and of the data flags, with defaults resolved."""
+    import dataclasses
+
+    values = {}
+    for module in (sys.argv[0], common_flags.__name__, "__main__", "experiments.run"):
+        for flag in FLAGS.flags_by_module_dict().get(module, []):
+            values[flag.name] = flag.value
+    values.update({k: v for k, v in dataclasses.asdict(cfg.train).items()})
+    values.update({k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"})
+    values["output_dir"] = str(out_dir)
+    return values
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # TF's checkpoint/export INFO lines drown the progress
+    from mic_tf.experiment import run_experiment
+    from mic_tf.utils.io import atomic_write_json
+
+    if FLAGS.deterministic:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
+    try:
+        ds = common_flags.prepare_from_flags(FLAGS)
+        cfg = build_config(ds)
+        out_dir = FLAGS.output_dir or os.path.join(
+            "runs", FLAGS.dataset, f"{FLAGS.encoder}-{FLAGS.plugin}-s{FLAGS.seed}")
+        atomic_write_json(os.path.join(out_dir, "flags.json"), resolved_flags(cfg, out_dir))
+        result = run_experiment(cfg, ds, out_dir)
+    except MicError as e:
+        sys.exit(f"error: {e}")
+    print(json.dumps({"output_dir": out_dir, "test": result["test"]}))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,139 @@
+"""One training + evaluation run (the library side of `experiments/run.py`).
+
+    ds = prepare_dataset("ml-100k")
+    result = run_experiment(ExperimentConfig(encoder="gru4rec"), ds, "runs/demo")
+
+writes under the run folder (spec 8): metrics.json, recommendations.jsonl, tensorboard/,
+checkpoints/ and, at the end, user_tower/ (a SavedModel) and model.keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mic_tf.data.dataset import ProcessedDataset
+from mic_tf.errors import ConfigError
+from mic_tf.evaluation.baselines import most_popular_vectors
+from mic_tf.evaluation.evaluate import evaluate
+from mic_tf.evaluation.report import write_metrics, write_recommendations
+from mic_tf.evaluation.retrieval import ItemIndex
+from mic_tf.models.encoders import ENCODERS
+from mic_tf.models.retrieval_model import RetrievalModel
+from mic_tf.training.projector import write_item_projector
+from mic_tf.training.trainer import TrainConfig, Trainer
+
+PLUGINS = ("none", "mic")
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything a run depends on besides the data. `experiments/run.py` fills it from flags."""
+
+    encoder: str = "gru4rec"
+    plugin: str = "none"
+    ablation: str = "full"
+    basic_loss: str = "sampled_softmax"
+    embedding_dim: int = 64
+    num_interests: int = 4
+    routing_iterations: int = 3
+    num_sampled: int | None = None  # None: 10 x batch_size (ComiRec)
+    logistic_negatives: int = 10
+    logistic_temperature: float = 0.1
+    use_category: bool = False
+    use_user_features: bool = False
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"unknown encoder {self.encoder!r}; choose one of {sorted(ENCODERS)}")
+        if self.plugin not in PLUGINS:
+            raise ConfigError(f"unknown plugin {self.plugin!r}; choose one of {PLUGINS}")
+        if self.plugin == "none" and self.ablation != "full":
+            raise ConfigError(f"--ablation={self.ablation} needs --plugin=mic; the baseline has "
+                              f"no MIC component to ablate")
+        for name in ("embedding_dim", "num_interests", "routing_iterations"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        t = self.train
+        for name in ("batch_size", "maxlen", "max_steps", "eval_every", "patience"):
+            if getattr(t, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(t, name)}")
+        if t.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {t.learning_rate}")
+
+
+def build_model(cfg: ExperimentConfig, ds: ProcessedDataset) -> RetrievalModel:
+    vocab = [len(v) for v in ds.user_feature_vocab] if cfg.use_user_features else []
+    options = {}
+    if cfg.encoder in ("comirec_sa", "comirec_dr"):
+        options["num_interests"] = cfg.num_interests
+    if cfg.encoder == "comirec_dr":
+        options["routing_iterations"] = cfg.routing_iterations
+    model = RetrievalModel(
+        cfg.encoder, ds.num_items, cfg.embedding_dim, cfg.train.maxlen,
+        num_categories=ds.num_categories, user_field_vocab_sizes=vocab,
+        use_category=cfg.use_category, encoder_options=options, basic_loss=cfg.basic_loss,
+        num_sampled=cfg.num_sampled or 10 * cfg.train.batch_size,
+        logistic_negatives=cfg.logistic_negatives,
+        logistic_temperature=cfg.logistic_temperature, seed=cfg.train.seed)
+    model.set_item_category(ds.item_category)
+    return model
+
+
+def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50) -> dict:
+    """MostPopular (training popularity) through the same Faiss + metrics path, valid and test."""
+    user_vector, item_vectors = most_popular_vectors(ds.item_popularity("train"))
+    index = ItemIndex(item_vectors)
+    out = {}
+    for split in ("valid", "test"):
+        es = ds.eval_split(split, maxlen)
+        out[split], _ = evaluate(user_vector(len(es)), index, es, ds.item_category, top_n=top_n)
+    return out
+
+
+def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | Path,
+                   log=None) -> dict:
+    """Trains (or resumes), evaluates the test users once with the best weights, writes outputs."""
+    cfg.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    keras.utils.set_random_seed(cfg.train.seed)
+    baseline = most_popular(ds, cfg.train.maxlen, cfg.train.top_n)
+    log(f"MostPopular: valid recall@50 {baseline['valid']['recall@50']:.4f}, test recall@50 "
+        f"{baseline['test']['recall@50']:.4f}")
+    if cfg.plugin == "mic":
+        raise ConfigError("the MIC plugin is not implemented in this version yet (it arrives with "
+                          "the MIC plugin issue); run with --plugin=none to train the baseline "
+                          "encoder")
+    model = build_model(cfg, ds)
+    trainer = Trainer(model, ds, cfg.train, out_dir, log=log)
+    start = time.time()
+    state = trainer.fit()
+    train_seconds = time.time() - start
+    test_metrics, ranked = trainer.evaluate_best("test")
+    log(f"test (best valid step {(state.best_eval + 1) * cfg.train.eval_every}): recall@50 "
+        f"{test_metrics['recall@50']:.4f} ndcg@50 {test_metrics['ndcg@50']:.4f} hit_rate@50 "
+        f"{test_metrics['hit_rate@50']:.4f}")
+    write_recommendations(out_dir / "recommendations.jsonl", ds.user_raw_ids[trainer.test.users],
+                          ranked, ds.item_raw_ids)
+    write_item_projector(out_dir / "tensorboard", keras.ops.convert_to_numpy(model.item_table()),
+                         ds)
+    info = {"encoder": cfg.encoder, "plugin": cfg.plugin, "ablation": cfg.ablation,
+            "basic_loss": cfg.basic_loss, "jit_compile": cfg.train.jit_compile,
+            "steps": state.evals_done * cfg.train.eval_every,
+            "best_step": (state.best_eval + 1) * cfg.train.eval_every,
+            "train_seconds_this_process": round(train_seconds, 1)}
+    write_metrics(out_dir / "metrics.json", {"valid": state.best_valid, "test": test_metrics},
+                  extra={"most_popular": baseline, "run": info})
+    model.export_user_tower(str(out_dir / "user_tower"))
+    return {"valid": state.best_valid, "test": test_metrics, "most_popular": baseline,
+            "run": info}

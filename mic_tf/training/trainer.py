@@ -1,0 +1,190 @@
+"""Training loop: `model.fit` in evaluation periods, early stopping on valid recall@50, resume.
+
+One "epoch" of `fit` is one evaluation period of `eval_every` steps. After each period the
+`ValidationCallback` evaluates the valid users through the evaluation module, keeps the best
+weights, counts patience, and saves a checkpoint; the test split is evaluated once, at the end,
+with the best weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mic_tf.data.dataset import EvalSplit, ProcessedDataset
+from mic_tf.data.pipeline import make_train_dataset, steps_per_epoch
+from mic_tf.evaluation.evaluate import evaluate
+from mic_tf.evaluation.retrieval import ItemIndex
+from mic_tf.training.checkpoints import CheckpointKeeper, RunState
+
+SELECTION_METRIC = "recall@50"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyper-parameters of the loop (the model's own live in the model)."""
+
+    batch_size: int = 256
+    maxlen: int = 20
+    learning_rate: float = 1e-3
+    max_steps: int = 10000
+    eval_every: int = 100
+    patience: int = 10
+    seed: int = 0
+    sampler: str = "comirec"
+    log_every: int = 20
+    jit_compile: bool = False
+    top_n: int = 50
+    eval_batch_size: int = 2048
+    exclude_history: bool = False
+    verbose: int = 1
+
+
+class U2IEvaluator:
+    """ComiRec's evaluation: embed the users, search all items with Faiss, compute the metrics."""
+
+    def __init__(self, item_category: np.ndarray, top_n: int = 50, batch_size: int = 2048,
+                 exclude_history: bool = False):
+        self.item_category = item_category
+        self.top_n = top_n
+        self.batch_size = batch_size
+        self.exclude_history = exclude_history
+
+    def user_vectors(self, model, split: EvalSplit) -> np.ndarray:
+        features = {"history": split.histories, "user_features": split.user_features}
+        return model.predict(features, batch_size=self.batch_size, verbose=0)
+
+    def __call__(self, model, split: EvalSplit):
+        index = ItemIndex(keras.ops.convert_to_numpy(model.item_table()))
+        return evaluate(self.user_vectors(model, split), index, split, self.item_category,
+                        top_n=self.top_n, exclude_history=self.exclude_history)
+
+
+class ValidationCallback(keras.callbacks.Callback):
+    """Evaluates valid after each period; best weights, early stopping, checkpoint, TensorBoard."""
+
+    def __init__(self, trainer: "Trainer", state: RunState):
+        super().__init__()
+        self.trainer = trainer
+        self.state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        t = self.trainer
+        start = time.time()
+        metrics, _ = t.evaluator(self.model, t.valid)
+        score = metrics[SELECTION_METRIC]
+        step = (epoch + 1) * t.config.eval_every
+        state = self.state
+        state.evals_done = epoch + 1
+        improved = score > state.best_score
+        if improved:
+            state.best_score, state.best_eval, state.bad_evals = score, epoch, 0
+            state.best_valid = dict(metrics)
+            t.keeper.save_best()
+        else:
+            state.bad_evals += 1
+        stop = state.bad_evals >= t.config.patience or step >= t.config.max_steps
+        if stop:
+            state.finished = True
+            self.model.stop_training = True
+        t.keeper.save(state)
+        with t.writer.as_default(step=step):
+            for name, value in metrics.items():
+                tf.summary.scalar(f"valid/{name}", value)
+            tf.summary.scalar("valid/eval_seconds", time.time() - start)
+        t.log(f"step {step}: valid recall@50 {score:.4f} ndcg@50 {metrics['ndcg@50']:.4f} "
+              f"hit_rate@50 {metrics['hit_rate@50']:.4f} ({time.time() - start:.1f}s)"
+              + (" *best*" if improved else f" (no gain for {state.bad_evals})")
+              + (" -> stopping" if stop else ""))
+
+
+class LossLogger(keras.callbacks.Callback):
+    """Writes each loss term (running mean of the period) to TensorBoard every `every` steps."""
+
+    def __init__(self, writer, every: int):
+        super().__init__()
+        self.writer = writer
+        self.every = every
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0 and logs:
+            with self.writer.as_default(step=step):
+                for name, value in logs.items():
+                    tf.summary.scalar(f"train/{name}", float(value))
+
+
+class Trainer:
+    """Trains `model` on `ds` with `config`, writing checkpoints and TensorBoard logs to `out_dir`.
+
+    Args:
+      model: a `RetrievalModel` (or subclass), not yet compiled.
+      ds: the processed dataset.
+      config: `TrainConfig`.
+      out_dir: the run folder (`checkpoints/` and `tensorboard/` go below it).
+      evaluator: `(model, EvalSplit) -> (metrics, ranked)`; default `U2IEvaluator`.
+      map_fn: optional per-batch transform for the training pipeline (plugins' augmentation).
+    """
+
+    def __init__(self, model, ds: ProcessedDataset, config: TrainConfig, out_dir: str | Path,
+                 evaluator=None, map_fn=None, log=None):
+        self.model = model
+        self.ds = ds
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.map_fn = map_fn
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.evaluator = evaluator or U2IEvaluator(ds.item_category, config.top_n,
+                                                   config.eval_batch_size, config.exclude_history)
+        self.valid = ds.eval_split("valid", config.maxlen)
+        self.test = ds.eval_split("test", config.maxlen)
+        self.writer = tf.summary.create_file_writer(str(self.out_dir / "tensorboard"))
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      jit_compile=config.jit_compile)
+        self._first_batch = next(iter(self._dataset(0)))
+        model.build_from_batch(self._first_batch)
+        model.optimizer.build(model.trainable_variables)
+        self.keeper = CheckpointKeeper(model, self.out_dir / "checkpoints")
+
+    def _dataset(self, start_step: int):
+        c = self.config
+        return make_train_dataset(self.ds, batch_size=c.batch_size, maxlen=c.maxlen, seed=c.seed,
+                                  sampler=c.sampler, start_step=start_step, map_fn=self.map_fn)
+
+    def fit(self) -> RunState:
+        """Trains until early stopping or `max_steps`, resuming from a checkpoint if one exists."""
+        c = self.config
+        state = self.keeper.restore() or RunState()
+        if state.evals_done:
+            self.log(f"resuming from step {state.evals_done * c.eval_every} "
+                     f"(checkpoint {state.checkpoint})")
+        if state.finished:
+            self.log("training already finished; evaluating the best checkpoint")
+            return state
+        total_evals = math.ceil(c.max_steps / c.eval_every)
+        epochs_per_pass = steps_per_epoch(self.ds, c.sampler, c.batch_size)
+        self.log(f"training {self.model.encoder_name}: up to {c.max_steps} steps, valid every "
+                 f"{c.eval_every} steps ({c.eval_every / epochs_per_pass:.1f} epochs of "
+                 f"{epochs_per_pass} steps), patience {c.patience}")
+        self.model.fit(self._dataset(state.evals_done * c.eval_every),
+                       steps_per_epoch=c.eval_every, epochs=total_evals,
+                       initial_epoch=state.evals_done, verbose=c.verbose,
+                       callbacks=[LossLogger(self.writer, c.log_every),
+                                  ValidationCallback(self, state)])
+        if not state.finished:  # fit ran all epochs without the callback flagging the end
+            state.finished = True
+            self.keeper.save(state)
+        self.writer.flush()
+        return state
+
+    def evaluate_best(self, split: str = "test"):
+        """Loads the best weights and evaluates `split` once."""
+        self.keeper.load_best()
+        return self.evaluator(self.model, self.test if split == "test" else self.valid)
