@@ -1,0 +1,123 @@
+"""End to end on the real MovieLens-100K: prepare.py, run.py, resume after SIGKILL, determinism,
+and metrics recomputed from recommendations.jsonl and the raw files."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+from tests.test_protocol import comirec_oracle
+
+RUN = [sys.executable, str(REPO / "experiments" / "run.py")]
+SMALL = ["--dataset=ml-100k", "--encoder=youtube_dnn", "--batch_size=64", "--embedding_dim=16",
+         "--max_steps=100", "--eval_every=20", "--patience=100", "--seed=3", "--verbose=2"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, ml100k_raw_dir):
+    out = tmp_path_factory.mktemp("data")
+    result = subprocess.run([sys.executable, str(REPO / "datasets" / "prepare.py"),
+                             "--dataset=ml-100k", f"--data_dir={out}", f"--raw_dir={ml100k_raw_dir}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2] == ("users 943, items 1349 (kept items, padding not counted), interactions "
+                         "99287, train/valid/test users 754/94/95")
+    assert json.loads(lines[-1]) == {"users": 943, "items": 1349, "interactions": 99287,
+                                     "train_users": 754, "valid_users": 94, "test_users": 95}
+    return out
+
+
+def run(args, out_dir, data_dir, raw_dir):
+    return subprocess.run(RUN + args + [f"--output_dir={out_dir}", f"--data_dir={data_dir}",
+                                        f"--raw_dir={raw_dir}"],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_resume_after_sigkill_and_same_seed_same_metrics(tmp_path, data_dir, ml100k_raw_dir):
+    a = run(SMALL, tmp_path / "a", data_dir, ml100k_raw_dir)
+    assert a.returncode == 0, a.stderr[-3000:]
+    b_dir = tmp_path / "b"
+    proc = subprocess.Popen(RUN + SMALL + [f"--output_dir={b_dir}", f"--data_dir={data_dir}",
+                                           f"--raw_dir={ml100k_raw_dir}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = b_dir / "checkpoints" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["evals_done"] >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["evals_done"]
+    assert 2 <= killed_at < 5 and not (b_dir / "metrics.json").exists()
+    b = run(SMALL, b_dir, data_dir, ml100k_raw_dir)
+    assert b.returncode == 0, b.stderr[-3000:]
+    assert f"resuming from step {killed_at * 20}" in b.stderr
+    ma = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    mb = json.loads((b_dir / "metrics.json").read_text())
+    for split in ("valid", "test"):
+        for name, value in ma[split].items():
+            assert mb[split][name] == pytest.approx(value, abs=1e-9), (split, name)
+    assert ma["run"]["steps"] == mb["run"]["steps"] == 100
+
+
+def test_metrics_equal_a_recomputation_from_recommendations_and_raw_files(
+        tmp_path, data_dir, ml100k_raw_dir):
+    out = tmp_path / "run"
+    result = run(SMALL, out, data_dir, ml100k_raw_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    flags_json = json.loads((out / "flags.json").read_text())
+    assert flags_json["encoder"] == "youtube_dnn" and flags_json["maxlen"] == 20
+    for split in ("valid", "test"):
+        for name in ("recall", "ndcg", "ndcg_comirec", "ndcg_comirec_paper", "hit_rate",
+                     "diversity"):
+            for k in (20, 50):
+                assert 0.0 <= metrics[split][f"{name}@{k}"] <= 1.0
+    # Independent recomputation: the raw files, ComiRec's protocol by hand, the saved lists.
+    inter = pd.read_csv(ml100k_raw_dir / "ml-100k.inter", sep="\t", dtype=str)
+    rows = list(zip(inter.iloc[:, 0], inter.iloc[:, 1], inter.iloc[:, 3].astype(float)))
+    _, user_ids, seqs, _, s2 = comirec_oracle(rows)
+    item_map, *_ = comirec_oracle(rows)
+    raw_of = {v: k for k, v in item_map.items()}
+    items = pd.read_csv(ml100k_raw_dir / "ml-100k.item", sep="\t", dtype=str)
+    genre = dict(zip(items.iloc[:, 0], items.iloc[:, 3].str.split(" ").str[0]))
+    recs = [json.loads(line) for line in (out / "recommendations.jsonl").read_text().splitlines()]
+    assert [r["user"] for r in recs] == user_ids[s2:]  # every test user, in order
+    recall = {20: [], 50: []}
+    hit = {20: [], 50: []}
+    div50 = []
+    for rec, seq in zip(recs, seqs[s2:]):
+        targets = [raw_of[i] for i in seq[int(len(seq) * 0.8):]]
+        assert len(rec["items"]) == 50 and len(set(rec["items"])) == 50
+        for k in (20, 50):
+            hits = sum(item in set(targets) for item in rec["items"][:k])
+            recall[k].append(hits / len(targets))
+            hit[k].append(float(hits > 0))
+        cats = [genre[i] for i in rec["items"]]
+        div50.append(sum(cats[i] != cats[j] for i in range(50) for j in range(i + 1, 50))
+                     / (50 * 49 / 2))
+    for k in (20, 50):
+        assert metrics["test"][f"recall@{k}"] == pytest.approx(np.mean(recall[k]), abs=1e-12)
+        assert metrics["test"][f"hit_rate@{k}"] == pytest.approx(np.mean(hit[k]), abs=1e-12)
+    assert metrics["test"]["diversity@50"] == pytest.approx(np.mean(div50), abs=1e-12)
+    mp = metrics["most_popular"]["test"]["recall@50"]
+    assert 0 < mp < 1 and not math.isnan(mp)
+
+
+def test_bad_flag_names_the_value_and_the_choices(tmp_path):
+    result = subprocess.run(RUN + ["--encoder=bert4rec", f"--output_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "bert4rec" in result.stderr and "gru4rec" in result.stderr
