@@ -45,7 +45,8 @@ def prepare_dataset(name: str, data_dir: str | Path | None = None, raw_dir: str 
 
     start = time.time()
     files = source.locate(raw_dir, options)
-    inputs = {"dataset": name, "params": dataclasses.asdict(params),
+    inputs = {"dataset": name, "source_version": getattr(source, "VERSION", 1),
+              "params": dataclasses.asdict(params),
               "source_options": {k: str(v) for k, v in sorted(options.items())},
               "raw_files": _raw_fingerprint(files)}
     key = store.cache_key(inputs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -132,22 +133,33 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
                         f"file instead", path=url) from e
     with response:
         resumed = have and response.status == 206
+        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+            # A partial answer that does not continue our .part file: start again from zero.
+            response.close()
+            part.unlink()
+            return download(url, dest, sha256=sha256, md5=md5, progress=progress, timeout=timeout)
         mode = "ab" if resumed else "wb"
         done = have if resumed else 0
         length = response.headers.get("Content-Length")
         total = done + int(length) if length is not None else None
         start = time.time()
-        with open(part, mode) as f:
-            while True:
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    break
-                f.write(chunk)
-                done += len(chunk)
-                if progress:
-                    _progress(done, total, start, dest.name)
-        if progress:
-            sys.stderr.write("\n")
+        try:
+            with open(part, mode) as f:
+                while True:
+                    chunk = response.read(_CHUNK)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        _progress(done, total, start, dest.name)
+        except (http.client.HTTPException, OSError) as e:
+            # The bytes received so far stay in the .part file for the next attempt to resume.
+            raise DataError(f"download interrupted after {done} bytes ({type(e).__name__}: {e}); "
+                            f"run the same command again to resume", path=url) from e
+        finally:
+            if progress:
+                sys.stderr.write("\n")
     if total is not None and done != total:
         raise DataError(f"download ended after {done} of {total} bytes; run the same command "
                         f"again to resume", path=url)

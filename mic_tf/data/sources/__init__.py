@@ -15,6 +15,12 @@ from mic_tf.errors import ConfigError
 # name -> module under mic_tf.data.sources
 SOURCES = {
     "ml-100k": "ml100k",
+    "ml-1m": "ml1m",
+    "book": "amazon_book",
+    "taobao": "taobao",
+    "steam": "steam",
+    "custom": "custom",
+    "synthetic": "synthetic",
 }
 
 

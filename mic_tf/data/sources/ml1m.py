@@ -1,0 +1,185 @@
+"""MovieLens-1M from GroupLens: `ml-1m.zip` with `ratings.dat`, `users.dat` and `movies.dat`.
+
+Raw format (`::`-separated, no header; `movies.dat` is latin-1):
+  ratings.dat  UserID::MovieID::Rating::Timestamp      every rating is one implicit interaction
+  users.dat    UserID::Gender::Age::Occupation::Zip-code
+  movies.dat   MovieID::Title::Genres                  genres separated by `|`
+
+Category = first genre; user fields = gender, age, occupation (the raw codes, as strings); titles
+from `movies.dat`.
+
+Where the files come from (first match wins):
+  1. option `raw_path`: a local `ml-1m.zip`, or a folder holding the three `.dat` files (directly
+     or in an `ml-1m/` subfolder);
+  2. `RAW_DIR/ml-1m/*.dat` when there is no zip beside them (extracted earlier, or by hand);
+  3. `RAW_DIR/ml-1m.zip`, downloaded from option `raw_url` (default: GroupLens) when missing. The
+     download resumes a previous `.part` file, and its sha256 and md5 are checked against the
+     published values before the zip appears under its final name.
+A zip is checked with `zipfile.testzip` (CRC of every member) and extracted atomically into
+`RAW_DIR/ml-1m/`, with a `.source_sha256` marker naming the zip it came from, so a different zip is
+re-extracted and a partly extracted folder never exists.
+"""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mic_tf.data.raw import RawDataset
+from mic_tf.data.sources.common import iter_lines, read_int_columns, require_file, split_lines
+from mic_tf.errors import DataError
+from mic_tf.utils.io import atomic_dir, download, sha256_file, verify_checksum
+
+OPTIONS = ("raw_path", "raw_url")
+
+DEFAULT_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+ZIP_NAME = "ml-1m.zip"
+# Published checksums of ml-1m.zip: sha256 and size from TensorFlow Datasets
+# (tensorflow_datasets/url_checksums/movielens.txt: 5917549 bytes); md5 as GroupLens publishes it
+# in ml-1m.zip.md5 (also recorded by several open-source loaders).
+ZIP_SHA256 = "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"
+ZIP_MD5 = "c4d9eecfca2ab87c1945afe126590906"
+ZIP_SIZE = 5917549
+FOLDER = "ml-1m"
+FILES = ("ratings.dat", "users.dat", "movies.dat")
+ENCODING = "latin-1"
+MARKER = ".source_sha256"
+
+HOW_TO_GET = (f"run `python datasets/prepare.py --dataset=ml-1m` to download {DEFAULT_URL}, or "
+              f"pass --raw_path=ml-1m.zip (or the folder extracted from it)")
+
+
+def _files_in(folder: Path) -> list[Path] | None:
+    for base in (folder, folder / FOLDER):
+        paths = [base / name for name in FILES]
+        if all(p.is_file() for p in paths):
+            return paths
+    return None
+
+
+def _member_names(zf: zipfile.ZipFile, zip_path: Path) -> dict[str, str]:
+    """Maps each needed file name to its member path (normally `ml-1m/NAME`)."""
+    members = {}
+    for info in zf.infolist():
+        base = info.filename.rsplit("/", 1)[-1]
+        if base in FILES and base not in members:
+            members[base] = info.filename
+    missing = [name for name in FILES if name not in members]
+    if missing:
+        raise DataError(f"the zip has no {missing}; expected the GroupLens ml-1m.zip with "
+                        f"{FOLDER}/ratings.dat, users.dat and movies.dat", path=zip_path)
+    return members
+
+
+def extract(zip_path: Path, dest: Path, zip_sha256: str | None = None) -> list[Path]:
+    """Checks every member's CRC and extracts the three files atomically into `dest`.
+
+    Skips the work when `dest` already holds the files extracted from a zip with this sha256.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    digest = zip_sha256 or sha256_file(zip_path)
+    marker = dest / MARKER
+    if marker.is_file() and marker.read_text().strip() == digest and _files_in(dest) == [
+            dest / name for name in FILES]:
+        return [dest / name for name in FILES]
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise DataError(f"member {bad!r} fails its CRC check: the zip is corrupt; delete "
+                                f"it and fetch it again ({HOW_TO_GET})", path=zip_path)
+            members = _member_names(zf, zip_path)
+            with atomic_dir(dest) as tmp:
+                for name, member in members.items():
+                    with zf.open(member) as src, open(tmp / name, "wb") as dst:
+                        while chunk := src.read(1 << 20):
+                            dst.write(chunk)
+                (tmp / MARKER).write_text(digest + "\n")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"not a readable zip archive, truncated or corrupt ({type(e).__name__}: "
+                        f"{e}); delete it and fetch it again ({HOW_TO_GET})", path=zip_path) from e
+    return [dest / name for name in FILES]
+
+
+def fetch(url: str, zip_path: Path) -> Path:
+    """Downloads the zip with progress and resume; verified against the published checksums."""
+    print(f"downloading MovieLens-1M from {url}", file=sys.stderr)
+    return download(url, zip_path, sha256=ZIP_SHA256, md5=ZIP_MD5)
+
+
+def locate(raw_dir: Path, options: dict) -> list[Path]:
+    raw_dir = Path(raw_dir)
+    raw_path = options.get("raw_path")
+    if raw_path:
+        path = Path(raw_path)
+        if path.is_dir():
+            files = _files_in(path)
+            if files is None:
+                raise DataError(f"the folder holds no {list(FILES)} (directly or in {FOLDER}/); "
+                                f"{HOW_TO_GET}", path=path)
+            return files
+        if not path.is_file():
+            raise DataError(f"raw_path does not exist; {HOW_TO_GET}", path=path)
+        digest = sha256_file(path)
+        if digest != ZIP_SHA256:
+            print(f"warning: {path} is not byte-identical to the published ml-1m.zip "
+                  f"(sha256 {digest}); using it anyway after a CRC check of its members",
+                  file=sys.stderr)
+        return extract(path, raw_dir / FOLDER, digest)
+    zip_path = raw_dir / ZIP_NAME
+    if not zip_path.exists():
+        files = _files_in(raw_dir)
+        if files is not None:
+            return files  # extracted earlier, or by hand
+        fetch(options.get("raw_url") or DEFAULT_URL, zip_path)
+    else:
+        verify_checksum(zip_path, sha256=ZIP_SHA256, source="the published ml-1m.zip")
+    return extract(zip_path, raw_dir / FOLDER, ZIP_SHA256)
+
+
+def read(files: list[Path], options: dict) -> RawDataset:
+    ratings_path, users_path, movies_path = (require_file(f, HOW_TO_GET) for f in files)
+    ratings = read_int_columns(ratings_path, "::", ["user", "item", "rating", "timestamp"],
+                               encoding=ENCODING, what="UserID::MovieID::Rating::Timestamp")
+    users = split_lines(users_path, "::", 5, encoding=ENCODING, int_fields=(0,),
+                        what="UserID::Gender::Age::Occupation::Zip-code")
+    movies = []
+    expect = "MovieID::Title::Genres"
+    for lineno, line in iter_lines(movies_path, ENCODING, expect):
+        if not line.strip():
+            continue
+        head, sep1, rest = line.partition("::")
+        title, sep2, genres = rest.rpartition("::")
+        if not sep1 or not sep2:
+            raise DataError(f"fewer than 3 fields separated by '::'; expected {expect}",
+                            path=movies_path, line=lineno)
+        try:
+            movie_id = int(head)
+        except ValueError:
+            raise DataError(f"MovieID {head!r} is not an integer; expected {expect}",
+                            path=movies_path, line=lineno) from None
+        first_genre = genres.split("|", 1)[0].strip()
+        movies.append((movie_id, title, first_genre or None))
+    if not movies:
+        raise DataError(f"no movies; expected lines {expect}", path=movies_path)
+    movie_ids = np.array([m[0] for m in movies], dtype=np.int64)
+    user_table = pd.DataFrame(
+        {"gender": [u[1] for u in users], "age": [u[2] for u in users],
+         "occupation": [u[3] for u in users]},
+        index=pd.Index(np.array([int(u[0]) for u in users], dtype=np.int64), name="user"),
+        dtype=object)
+    return RawDataset(
+        name="ml-1m",
+        users=ratings["user"].to_numpy(dtype=np.int64),
+        items=ratings["item"].to_numpy(dtype=np.int64),
+        timestamps=ratings["timestamp"].to_numpy(dtype=np.int64),
+        item_category=pd.Series([m[2] for m in movies], index=movie_ids, dtype=object),
+        item_title=pd.Series([m[1] for m in movies], index=movie_ids, dtype=object),
+        user_features=user_table,
+        files=list(files))
