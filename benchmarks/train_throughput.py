@@ -1,0 +1,95 @@
+"""Training throughput of one encoder (spec 8), printing a final JSON line with examples_per_sec.
+
+    python benchmarks/train_throughput.py --encoder=gru4rec --plugin=none --dataset=ml-100k \
+        --batch_size=256 --maxlen=20 --embedding_dim=64 --seconds=30
+    python benchmarks/train_throughput.py --encoder=youtube_dnn --dataset=synthetic \
+        --num_items=300000 --seconds=30
+
+The first `--warmup_steps` (tracing, first-touch allocations) are not timed. Synthetic data is
+prepared with min_item_count=1 so the catalogue has about `--num_items` items.
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+flags.DEFINE_string("encoder", "gru4rec", "Encoder name.")
+flags.DEFINE_enum("plugin", "none", ["none", "mic"], "Plugin.")
+flags.DEFINE_enum("dataset", "ml-100k", ["ml-100k", "synthetic"], "Dataset.")
+flags.DEFINE_integer("num_items", 1000, "synthetic: number of items.")
+flags.DEFINE_integer("num_users", None, "synthetic: users (default max(20000, num_items / 5)).")
+flags.DEFINE_string("basic_loss", "sampled_softmax", "Basic loss.")
+flags.DEFINE_string("sampler", "comirec", "Training sampler.")
+flags.DEFINE_integer("batch_size", 256, "Batch size.")
+flags.DEFINE_integer("maxlen", 20, "History length.")
+flags.DEFINE_integer("embedding_dim", 64, "Embedding size.")
+flags.DEFINE_float("seconds", 30, "Timed training seconds.")
+flags.DEFINE_integer("warmup_steps", 20, "Untimed steps first.")
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_string("data_dir", "/tmp/mic_bench_data", "Processed-data cache.")
+FLAGS = flags.FLAGS
+
+
+def load_data():
+    from mic_tf.data.prepare import prepare_dataset
+    from mic_tf.data.protocol import ProtocolParams
+
+    if FLAGS.dataset == "ml-100k":
+        return prepare_dataset("ml-100k", data_dir=FLAGS.data_dir, verbose=False)
+    users = FLAGS.num_users or max(20000, FLAGS.num_items // 5)
+    options = {"synthetic_users": users, "synthetic_items": FLAGS.num_items,
+               "synthetic_seed": FLAGS.seed}
+    return prepare_dataset("synthetic", data_dir=FLAGS.data_dir, source_options=options,
+                           params=ProtocolParams(min_item_count=1), verbose=False)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    import keras
+
+    from mic_tf.experiment import ExperimentConfig, build_model
+    from mic_tf.data.pipeline import make_train_dataset
+    from mic_tf.training.trainer import TrainConfig
+
+    ds = load_data()
+    train = TrainConfig(batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen, seed=FLAGS.seed,
+                        sampler=FLAGS.sampler, jit_compile=FLAGS.jit_compile)
+    cfg = ExperimentConfig(encoder=FLAGS.encoder, plugin=FLAGS.plugin,
+                           basic_loss=FLAGS.basic_loss, embedding_dim=FLAGS.embedding_dim,
+                           train=train)
+    cfg.validate()
+    if FLAGS.plugin == "mic":
+        sys.exit("error: the MIC plugin is not implemented in this version yet")
+    keras.utils.set_random_seed(FLAGS.seed)
+    model = build_model(cfg, ds)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=FLAGS.jit_compile)
+    dataset = make_train_dataset(ds, batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen,
+                                 seed=FLAGS.seed, sampler=FLAGS.sampler)
+    model.fit(dataset, steps_per_epoch=FLAGS.warmup_steps, epochs=1, verbose=0)
+    chunk, steps, start = 50, 0, time.perf_counter()
+    while time.perf_counter() - start < FLAGS.seconds:
+        model.fit(dataset, steps_per_epoch=chunk, epochs=1, verbose=0)
+        steps += chunk
+    elapsed = time.perf_counter() - start
+    result = {"encoder": FLAGS.encoder, "plugin": FLAGS.plugin, "dataset": FLAGS.dataset,
+              "num_items": ds.num_items, "num_train_users": len(ds.split_range("train")),
+              "basic_loss": FLAGS.basic_loss, "sampler": FLAGS.sampler,
+              "batch_size": FLAGS.batch_size, "maxlen": FLAGS.maxlen,
+              "embedding_dim": FLAGS.embedding_dim, "jit_compile": FLAGS.jit_compile,
+              "steps": steps, "seconds": round(elapsed, 2),
+              "examples_per_sec": round(steps * FLAGS.batch_size / elapsed, 1),
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)
