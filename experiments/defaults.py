@@ -14,11 +14,12 @@ GLOBAL = {
     "max_steps": 100000,
     "eval_every": 1000,
     "patience": 10,
+    "mining_every": 500,
 }
 
 DATASETS = {
     "ml-100k": {"maxlen": 20, "batch_size": 256, "max_steps": 3000, "eval_every": 100,
-                "patience": 5},
+                "patience": 5, "mining_every": 100},
     "ml-1m": {"maxlen": 50, "batch_size": 256, "max_steps": 20000, "eval_every": 200,
               "patience": 10},
     "book": {"maxlen": 20, "batch_size": 128, "max_steps": 1000000, "eval_every": 1000,

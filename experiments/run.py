@@ -52,6 +52,20 @@ flags.DEFINE_boolean("use_category", False, "Item tower adds a category embeddin
 flags.DEFINE_boolean("use_user_features", False, "User tower adds user-field embeddings.")
 flags.DEFINE_boolean("exclude_history", False, "Drop history items from the ranked lists "
                      "(off in the ComiRec protocol).")
+# MIC plugin (spec 3.3)
+flags.DEFINE_float("mic_lambda", 0.7, "lam of eq. 10: weight of the basic loss.")
+flags.DEFINE_float("w_uv", 1.0, "Weight of L_uv (user-item contrast).")
+flags.DEFINE_float("w_vv", 1.0, "Weight of L_vv (item-item contrast).")
+flags.DEFINE_float("w_uu", 1.0, "Weight of L_uu (user-user contrast).")
+flags.DEFINE_float("temperature", 0.1, "tau of the InfoNCE losses.")
+flags.DEFINE_float("dropout", 0.2, "Embedding dropout of the perturbed views.")
+flags.DEFINE_float("p_mask", 0.2, "Field-masking probability of the perturbed views.")
+flags.DEFINE_integer("mining_every", None, "Steps between nearest-neighbour minings.")
+flags.DEFINE_integer("num_positives", 5, "Mined kNN positives per user / item.")
+flags.DEFINE_integer("num_hard_negatives", 5, "Mined hard negatives per user / item.")
+flags.DEFINE_integer("num_cross", 5, "Mined user->item / item->user positives.")
+flags.DEFINE_integer("num_clusters", 20, "k-means++ clusters for hard negatives.")
+flags.DEFINE_integer("mining_search_k", 50, "Neighbours searched for hard negatives.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (pinned and recorded).")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (same seed, same metrics).")
 flags.DEFINE_integer("verbose", None, "Keras progress: 1 bar, 2 one line per period "
@@ -66,6 +80,8 @@ def resolved(name):
 def build_config(ds):
     from mic_tf.data.pipeline import steps_per_epoch
     from mic_tf.experiment import ExperimentConfig
+    from mic_tf.mic.mining import MiningConfig
+    from mic_tf.mic.plugin import MICConfig
     from mic_tf.training.trainer import TrainConfig
 
     batch_size = resolved("batch_size")
@@ -79,8 +95,15 @@ def build_config(ds):
                         patience=resolved("patience"), seed=FLAGS.seed, sampler=FLAGS.sampler,
                         jit_compile=FLAGS.jit_compile, exclude_history=FLAGS.exclude_history,
                         verbose=verbose)
+    mining = MiningConfig(num_positives=FLAGS.num_positives,
+                          num_hard_negatives=FLAGS.num_hard_negatives, num_cross=FLAGS.num_cross,
+                          num_clusters=FLAGS.num_clusters, search_k=FLAGS.mining_search_k,
+                          seed=FLAGS.seed)
+    mic = MICConfig(mic_lambda=FLAGS.mic_lambda, w_uv=FLAGS.w_uv, w_vv=FLAGS.w_vv, w_uu=FLAGS.w_uu,
+                    temperature=FLAGS.temperature, dropout=FLAGS.dropout, p_mask=FLAGS.p_mask,
+                    mining_every=resolved("mining_every"), mining=mining)
     return ExperimentConfig(
-        encoder=FLAGS.encoder, plugin=FLAGS.plugin, ablation=FLAGS.ablation,
+        mic=mic, encoder=FLAGS.encoder, plugin=FLAGS.plugin, ablation=FLAGS.ablation,
         basic_loss=FLAGS.basic_loss, embedding_dim=resolved("embedding_dim"),
         num_interests=FLAGS.num_interests, routing_iterations=FLAGS.routing_iterations,
         num_sampled=FLAGS.num_sampled, logistic_negatives=FLAGS.logistic_negatives,
@@ -97,7 +120,9 @@ def resolved_flags(cfg, out_dir) -> dict:
         for flag in FLAGS.flags_by_module_dict().get(module, []):
             values[flag.name] = flag.value
     values.update({k: v for k, v in dataclasses.asdict(cfg.train).items()})
-    values.update({k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"})
+    values.update({k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train", "mic")})
+    values.update({k: v for k, v in dataclasses.asdict(cfg.mic).items() if k != "mining"})
+    values.update({f"mining_{k}": v for k, v in dataclasses.asdict(cfg.mic.mining).items()})
     values["output_dir"] = str(out_dir)
     return values
 

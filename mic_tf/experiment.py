@@ -25,6 +25,8 @@ from mic_tf.evaluation.baselines import most_popular_vectors
 from mic_tf.evaluation.evaluate import evaluate
 from mic_tf.evaluation.report import write_metrics, write_recommendations
 from mic_tf.evaluation.retrieval import ItemIndex
+from mic_tf.mic.model import ABLATIONS, MICModel, ablation_settings
+from mic_tf.mic.plugin import MICConfig, MiningCallback, mic_pipeline_fn
 from mic_tf.models.encoders import ENCODERS
 from mic_tf.models.retrieval_model import RetrievalModel
 from mic_tf.training.projector import write_item_projector
@@ -50,12 +52,16 @@ class ExperimentConfig:
     use_category: bool = False
     use_user_features: bool = False
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    mic: MICConfig = dataclasses.field(default_factory=MICConfig)
 
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
             raise ConfigError(f"unknown encoder {self.encoder!r}; choose one of {sorted(ENCODERS)}")
         if self.plugin not in PLUGINS:
             raise ConfigError(f"unknown plugin {self.plugin!r}; choose one of {PLUGINS}")
+        if self.ablation not in ABLATIONS:
+            raise ConfigError(f"unknown ablation {self.ablation!r}; choose one of "
+                              f"{list(ABLATIONS)}")
         if self.plugin == "none" and self.ablation != "full":
             raise ConfigError(f"--ablation={self.ablation} needs --plugin=mic; the baseline has "
                               f"no MIC component to ablate")
@@ -68,6 +74,17 @@ class ExperimentConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(t, name)}")
         if t.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {t.learning_rate}")
+        m = self.mic
+        for name in ("mic_lambda", "dropout", "p_mask"):
+            if not 0 <= getattr(m, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(m, name)}")
+        if m.temperature <= 0 or m.mining_every < 1:
+            raise ConfigError(f"temperature must be > 0 and mining_every >= 1, got "
+                              f"{m.temperature} and {m.mining_every}")
+        if self.plugin == "mic" and t.sampler == "all":
+            raise ConfigError("--plugin=mic needs --sampler=comirec: the `all` sampler can put a "
+                              "user twice in a batch, which breaks the in-batch contrastive "
+                              "negatives")
 
 
 def build_model(cfg: ExperimentConfig, ds: ProcessedDataset) -> RetrievalModel:
@@ -77,15 +94,38 @@ def build_model(cfg: ExperimentConfig, ds: ProcessedDataset) -> RetrievalModel:
         options["num_interests"] = cfg.num_interests
     if cfg.encoder == "comirec_dr":
         options["routing_iterations"] = cfg.routing_iterations
-    model = RetrievalModel(
-        cfg.encoder, ds.num_items, cfg.embedding_dim, cfg.train.maxlen,
-        num_categories=ds.num_categories, user_field_vocab_sizes=vocab,
-        use_category=cfg.use_category, encoder_options=options, basic_loss=cfg.basic_loss,
-        num_sampled=cfg.num_sampled or 10 * cfg.train.batch_size,
-        logistic_negatives=cfg.logistic_negatives,
-        logistic_temperature=cfg.logistic_temperature, seed=cfg.train.seed)
+    common = dict(num_categories=ds.num_categories, user_field_vocab_sizes=vocab,
+                  use_category=cfg.use_category, encoder_options=options,
+                  basic_loss=cfg.basic_loss,
+                  num_sampled=cfg.num_sampled or 10 * cfg.train.batch_size,
+                  logistic_negatives=cfg.logistic_negatives,
+                  logistic_temperature=cfg.logistic_temperature, seed=cfg.train.seed)
+    args = (cfg.encoder, ds.num_items, cfg.embedding_dim, cfg.train.maxlen)
+    if cfg.plugin == "mic":
+        m = cfg.mic
+        model = MICModel(*args, num_train_users=len(ds.split_range("train")),
+                         ablation=cfg.ablation, mic_lambda=m.mic_lambda, w_uv=m.w_uv,
+                         w_vv=m.w_vv, w_uu=m.w_uu, temperature=m.temperature, dropout=m.dropout,
+                         num_positives=m.mining.num_positives,
+                         num_hard_negatives=m.mining.num_hard_negatives,
+                         num_cross=m.mining.num_cross, **common)
+    else:
+        model = RetrievalModel(*args, **common)
     model.set_item_category(ds.item_category)
     return model
+
+
+def plugin_parts(cfg: ExperimentConfig, ds: ProcessedDataset, log):
+    """The pipeline view function and the callbacks a plugin adds (none for the baseline)."""
+    if cfg.plugin != "mic":
+        return None, []
+    switches = ablation_settings(cfg.ablation)
+    m = cfg.mic
+    m.mining.seed = cfg.train.seed
+    map_fn = mic_pipeline_fn(m, switches["perturbation"], cfg.train.seed, cfg.use_category)
+    callbacks = ([MiningCallback(ds, cfg.train.maxlen, m.mining_every, m.mining, log=log)]
+                 if switches["mining"] else [])
+    return map_fn, callbacks
 
 
 def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50) -> dict:
@@ -110,12 +150,11 @@ def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | P
     baseline = most_popular(ds, cfg.train.maxlen, cfg.train.top_n)
     log(f"MostPopular: valid recall@50 {baseline['valid']['recall@50']:.4f}, test recall@50 "
         f"{baseline['test']['recall@50']:.4f}")
-    if cfg.plugin == "mic":
-        raise ConfigError("the MIC plugin is not implemented in this version yet (it arrives with "
-                          "the MIC plugin issue); run with --plugin=none to train the baseline "
-                          "encoder")
     model = build_model(cfg, ds)
-    trainer = Trainer(model, ds, cfg.train, out_dir, log=log)
+    map_fn, callbacks = plugin_parts(cfg, ds, log)
+    trainer = Trainer(model, ds, cfg.train, out_dir, log=log, map_fn=map_fn, callbacks=callbacks)
+    for callback in callbacks:
+        callback.writer = trainer.writer
     start = time.time()
     state = trainer.fit()
     train_seconds = time.time() - start

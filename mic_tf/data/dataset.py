@@ -118,6 +118,21 @@ class ProcessedDataset:
         lo, hi = self.seq_offsets[r.start], self.seq_offsets[r.stop]
         return np.bincount(self.seq_items[lo:hi], minlength=self.num_items + 1).astype(np.int64)
 
+    def _histories(self, starts, cut, maxlen):
+        """`[U, L]` right-padded last `maxlen` items of `seq[:cut]` per user, and their lengths."""
+        hist_len = np.minimum(cut, maxlen)
+        first = starts + cut - hist_len
+        cols = np.arange(maxlen)
+        valid = cols[None, :] < hist_len[:, None]
+        idx = np.where(valid, first[:, None] + cols[None, :], 0)
+        return np.where(valid, self.seq_items[idx], 0).astype(np.int32), hist_len.astype(np.int32)
+
+    def recent_histories(self, split: str, maxlen: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's last `maxlen` items (whole sequence), `[U, L]`, and lengths `[U]`."""
+        r = self.split_range(split)
+        starts = self.seq_offsets[r.start:r.stop]
+        return self._histories(starts, self.seq_offsets[r.start + 1:r.stop + 1] - starts, maxlen)
+
     def eval_split(self, split: str, maxlen: int, history_frac: float = 0.8) -> EvalSplit:
         """Cuts each user of `split` at `int(history_frac * len)` (ComiRec's `k`), vectorised."""
         if maxlen < 1:
@@ -128,12 +143,7 @@ class ProcessedDataset:
         lengths = self.seq_offsets[users + 1] - starts
         cut = (lengths * history_frac).astype(np.int64)  # int() truncation, as ComiRec
         cut = np.maximum(cut, 1)  # a >= 5-item user always has cut >= 4; guards custom fractions
-        hist_len = np.minimum(cut, maxlen)
-        first = starts + cut - hist_len
-        cols = np.arange(maxlen)
-        idx = first[:, None] + cols[None, :]
-        valid = cols[None, :] < hist_len[:, None]
-        histories = np.where(valid, self.seq_items[np.where(valid, idx, 0)], 0).astype(np.int32)
+        histories, hist_len = self._histories(starts, cut, maxlen)
         target_len = lengths - cut
         target_offsets = np.zeros(len(users) + 1, dtype=np.int64)
         np.cumsum(target_len, out=target_offsets[1:])
@@ -142,6 +152,6 @@ class ProcessedDataset:
         owner = np.repeat(np.arange(len(users)), target_len)
         within = np.arange(target_offsets[-1]) - target_offsets[owner]
         targets = self.seq_items[starts[owner] + cut[owner] + within].astype(np.int32)
-        return EvalSplit(users=users, histories=histories, history_lengths=hist_len.astype(np.int32),
+        return EvalSplit(users=users, histories=histories, history_lengths=hist_len,
                          targets=targets, target_offsets=target_offsets,
                          user_features=self.user_features[users])

@@ -52,7 +52,7 @@ def expected_count(ids, num_sampled: int, num_items: int):
     """`S * P(id)` under `log_uniform_sample`, float32 `[...]`."""
     idf = tf.cast(ids, tf.float64)
     p = (tf.math.log(idf + 1.0) - tf.math.log(idf)) / math.log(num_items + 1.0)
-    return tf.cast(p * num_sampled, tf.float32)
+    return tf.cast(p * tf.cast(num_sampled, tf.float64), tf.float32)
 
 
 def sampled_softmax_loss(user, targets, table, sampled, sampled_expected):

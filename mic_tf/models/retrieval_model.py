@@ -114,8 +114,8 @@ class RetrievalModel(keras.Model):
         if self.basic_loss == "full_softmax":
             return losses.full_softmax_loss(user, targets, table)
         if self.basic_loss == "logistic":
-            shape = [tf.shape(targets)[0] * self.logistic_negatives]
-            neg, _ = losses.log_uniform_sample(self.step_seed(10), shape[0], self.num_items)
+            count = targets.shape[0] * self.logistic_negatives  # batches have a fixed size
+            neg, _ = losses.log_uniform_sample(self.step_seed(10), count, self.num_items)
             neg = tf.reshape(neg, [-1, self.logistic_negatives])
             return losses.logistic_loss(user, targets, table, neg, self.logistic_temperature)
         sampled, expected = losses.log_uniform_sample(self.step_seed(10), self.num_sampled,

@@ -112,8 +112,12 @@ class UserTower(keras.layers.Layer):
         extra = self.field_projection(ops.concatenate(parts, axis=-1))
         return vectors + (extra[:, None, :] if self.multi_interest else extra)
 
-    def call(self, features, training=False):
+    def call(self, features, training=False, embedding_dropout=None):
+        """`embedding_dropout`: optional function applied to the embedded history (MIC's
+        embedding-level perturbation); padded rows stay zero."""
         history_emb, mask = self.embed_history(features["history"])
+        if embedding_dropout is not None:
+            history_emb = embedding_dropout(history_emb)
         return self.add_user_fields(self.encode(history_emb, mask, training), features)
 
     def encode(self, history_emb, mask, training=False):

@@ -131,15 +131,17 @@ class Trainer:
       out_dir: the run folder (`checkpoints/` and `tensorboard/` go below it).
       evaluator: `(model, EvalSplit) -> (metrics, ranked)`; default `U2IEvaluator`.
       map_fn: optional per-batch transform for the training pipeline (plugins' augmentation).
+      callbacks: extra Keras callbacks (plugins' mining); they may use `trainer.writer`.
     """
 
     def __init__(self, model, ds: ProcessedDataset, config: TrainConfig, out_dir: str | Path,
-                 evaluator=None, map_fn=None, log=None):
+                 evaluator=None, map_fn=None, log=None, callbacks=()):
         self.model = model
         self.ds = ds
         self.config = config
         self.out_dir = Path(out_dir)
         self.map_fn = map_fn
+        self.callbacks = list(callbacks)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.evaluator = evaluator or U2IEvaluator(ds.item_category, config.top_n,
                                                    config.eval_batch_size, config.exclude_history)
@@ -176,7 +178,7 @@ class Trainer:
         self.model.fit(self._dataset(state.evals_done * c.eval_every),
                        steps_per_epoch=c.eval_every, epochs=total_evals,
                        initial_epoch=state.evals_done, verbose=c.verbose,
-                       callbacks=[LossLogger(self.writer, c.log_every),
+                       callbacks=[LossLogger(self.writer, c.log_every), *self.callbacks,
                                   ValidationCallback(self, state)])
         if not state.finished:  # fit ran all epochs without the callback flagging the end
             state.finished = True

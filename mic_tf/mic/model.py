@@ -1,0 +1,213 @@
+"""`MICModel`: any registered encoder + the MIC plugin (paper 2.3-2.7, spec 3.3).
+
+Per batch (original fields + the perturbed view fields from `perturbation.make_view_fn`):
+  u  = user tower(original history)             -> the basic loss, and the anchor of L_uu / L_uv
+  u~ = user tower(view history, embedding dropout)   (a positive of u in L_uu)
+  v  = item tower(target)                        -> anchor of L_vv, positive of u in L_uv
+  v~ = item tower(view id / category) + dropout  (a positive of v in L_vv)
+Mined neighbours (refreshed every `mining_every` steps by `MiningCallback`) add positives and hard
+negatives: users from a bank of user vectors computed at mining time, items fresh from the table.
+Total (eq. 10): `lam * L_basic + (1 - lam) * (w_uv L_uv + w_vv L_vv + w_uu L_uu)`.
+Multi-interest encoders use the readout against the target as the user vector in every loss.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mic_tf.errors import ConfigError
+from mic_tf.mic import contrastive
+from mic_tf.models.retrieval_model import RetrievalModel
+
+# What each ablation turns off (paper Table 4). -u2u/-u2i/-i2i act at inference only.
+ABLATIONS = {
+    "full": {}, "-uu": {"w_uu": 0.0}, "-ui": {"w_uv": 0.0}, "-ii": {"w_vv": 0.0},
+    "-perturbation": {"perturbation": False}, "-mining": {"mining": False},
+    "-u2u": {}, "-u2i": {}, "-i2i": {},
+}
+
+
+@keras.saving.register_keras_serializable(package="mic")
+class ProjectionHead(keras.layers.Layer):
+    """Non-linear projection into the joint user-item space of L_uv: `[..., D] -> [..., D]`."""
+
+    def __init__(self, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.hidden = keras.layers.Dense(dim, activation="relu", name="hidden")
+        self.out = keras.layers.Dense(dim, name="out")
+
+    def build(self, input_shape):
+        self.hidden.build(input_shape)
+        self.out.build(tuple(input_shape[:-1]) + (self.dim,))
+        self.built = True
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim}
+
+
+def ablation_settings(ablation: str) -> dict:
+    if ablation not in ABLATIONS:
+        raise ConfigError(f"unknown ablation {ablation!r}; choose one of {list(ABLATIONS)}")
+    settings = {"w_uu": 1.0, "w_vv": 1.0, "w_uv": 1.0, "perturbation": True, "mining": True}
+    settings.update(ABLATIONS[ablation])
+    return settings
+
+
+@keras.saving.register_keras_serializable(package="mic")
+class MICModel(RetrievalModel):
+    """X + MIC. Arguments beyond `RetrievalModel`'s:
+
+      num_train_users: size of the user bank and of the mined user lists.
+      ablation: a key of `ABLATIONS`.
+      mic_lambda: lam of eq. 10 (0.7). w_uv, w_vv, w_uu: channel weights (1 : 1 : 1).
+      temperature: tau of the InfoNCE losses (0.1).
+      dropout: embedding-level dropout rate of the perturbed views (0.2).
+      num_positives / num_hard_negatives / num_cross: sizes of the mined lists.
+    """
+
+    def __init__(self, *args, num_train_users: int, ablation: str = "full",
+                 mic_lambda: float = 0.7, w_uv: float = 1.0, w_vv: float = 1.0,
+                 w_uu: float = 1.0, temperature: float = 0.1, dropout: float = 0.2,
+                 num_positives: int = 5, num_hard_negatives: int = 5, num_cross: int = 5,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_train_users = int(num_train_users)
+        self.ablation = ablation
+        switches = ablation_settings(ablation)
+        self.mic_lambda, self.temperature, self.dropout = mic_lambda, temperature, dropout
+        self.w_uv, self.w_vv, self.w_uu = (w * switches[k] for k, w in
+                                           (("w_uv", w_uv), ("w_vv", w_vv), ("w_uu", w_uu)))
+        self._weights_given = {"w_uv": w_uv, "w_vv": w_vv, "w_uu": w_uu}
+        self.perturbation, self.mining = switches["perturbation"], switches["mining"]
+        self.num_positives, self.num_hard_negatives = num_positives, num_hard_negatives
+        self.num_cross = num_cross
+        d = self.embedding_dim
+        self.user_head = ProjectionHead(d, name="user_projection")
+        self.item_head = ProjectionHead(d, name="item_projection")
+        # SimCLR-style heads for the single-channel losses: the invariances L_uu / L_vv ask for
+        # are learnt in the head's space instead of being forced on the retrieval space.
+        self.user_user_head = ProjectionHead(d, name="user_user_projection")
+        self.item_item_head = ProjectionHead(d, name="item_item_projection")
+        for head in (self.user_head, self.item_head, self.user_user_head, self.item_item_head):
+            head.build((None, d))
+        u, n = self.num_train_users, self.num_items + 1
+        self.user_bank = self._state((u, d), "float32", "user_bank")
+        self.user_pos = self._state((u, num_positives), "int32", "mined_user_positives")
+        self.user_hard = self._state((u, num_hard_negatives), "int32", "mined_user_hard_negatives")
+        self.item_pos = self._state((n, num_positives), "int32", "mined_item_positives")
+        self.item_hard = self._state((n, num_hard_negatives), "int32", "mined_item_hard_negatives")
+        self.user_items = self._state((u, num_cross), "int32", "mined_user_items")
+        self.item_users = self._state((n, num_cross), "int32", "mined_item_users")
+        self.add_loss_trackers(["uv_loss", "vv_loss", "uu_loss"])
+
+    def _state(self, shape, dtype, name):
+        init = "zeros" if dtype == "float32" else keras.initializers.Constant(-1)
+        return self.add_weight(shape=shape, dtype=dtype, initializer=init, trainable=False,
+                               name=name)
+
+    # ---- mining state ------------------------------------------------------------------------
+    def assign_mined(self, mined, user_bank: np.ndarray) -> None:
+        """Stores mining results (a `mining.MinedNeighbours`) and the user bank in the model."""
+        self.user_bank.assign(user_bank.astype(np.float32))
+        for var, value in ((self.user_pos, mined.user_pos), (self.user_hard, mined.user_hard),
+                           (self.item_pos, mined.item_pos), (self.item_hard, mined.item_hard),
+                           (self.user_items, mined.user_items),
+                           (self.item_users, mined.item_users)):
+            var.assign(value.astype(np.int32))
+
+    @staticmethod
+    def _gather(table, ids):
+        """Rows of `table` for ids `[B, k]` with -1 = missing -> (`[B, k, D]`, `[B, k]` mask)."""
+        mask = ids >= 0
+        return tf.gather(table, tf.maximum(ids, 0)), mask
+
+    # ---- views -------------------------------------------------------------------------------
+    def _dropout(self, stream):
+        seed = self.step_seed(stream)
+        rate = self.dropout
+        return lambda x: tf.nn.experimental.stateless_dropout(x, rate, seed) if rate > 0 else x
+
+    def _user_view(self, features, target_emb):
+        view = {"history": features["history_view"],
+                "user_features": features["user_features_view"]}
+        u_view = self.user_tower(view, training=True, embedding_dropout=self._dropout(20))
+        return self.user_readout(u_view, target_emb)
+
+    def _item_view(self, features):
+        category = features["target_category_view"] if self.use_category else None
+        return self._dropout(21)(self.item_tower(features["target_view"], category))
+
+    # ---- losses ------------------------------------------------------------------------------
+    def compute_losses(self, features, training=True) -> dict:
+        table = self.item_table(training=training)
+        targets, users_idx = features["target"], features["user"]
+        target_emb = tf.gather(table, targets)
+        u = self.user_readout(self(features, training=training), target_emb)
+        basic = self.compute_basic_loss(u, targets, table)
+        zero = tf.zeros([], basic.dtype)
+        uu = vv = uv = zero
+        if self.w_uu:
+            uu = self._user_user(features, u, users_idx, target_emb)
+        if self.w_vv:
+            vv = self._item_item(features, target_emb, targets, table)
+        if self.w_uv:
+            uv = self._user_item(u, target_emb, targets, users_idx, table)
+        contrast = self.w_uv * uv + self.w_vv * vv + self.w_uu * uu
+        total = self.mic_lambda * basic + (1.0 - self.mic_lambda) * contrast
+        return {"loss": total, "basic_loss": basic, "uv_loss": uv, "vv_loss": vv, "uu_loss": uu}
+
+    def _positives(self, view, mined, mined_mask):
+        parts, masks = [], []
+        if view is not None:
+            parts.append(view[:, None, :])
+            masks.append(tf.ones([tf.shape(view)[0], 1], tf.bool))
+        if mined is not None:
+            parts.append(mined)
+            masks.append(mined_mask)
+        return tf.concat(parts, axis=1), tf.concat(masks, axis=1)
+
+    def _user_user(self, features, u, users_idx, target_emb):
+        view = self._user_view(features, target_emb) if self.perturbation else None
+        mined = mined_mask = hard = hard_mask = None
+        if self.mining:
+            mined, mined_mask = self._gather(self.user_bank, tf.gather(self.user_pos, users_idx))
+            hard, hard_mask = self._gather(self.user_bank, tf.gather(self.user_hard, users_idx))
+        positives, mask = self._positives(view, mined, mined_mask)
+        h = self.user_user_head
+        return contrastive.user_user_loss(h(u), users_idx, h(positives), mask, self.temperature,
+                                          None if hard is None else h(hard), hard_mask)
+
+    def _item_item(self, features, v, targets, table):
+        view = self._item_view(features) if self.perturbation else None
+        mined = mined_mask = hard = hard_mask = None
+        if self.mining:
+            mined, mined_mask = self._gather(table, tf.gather(self.item_pos, targets))
+            hard, hard_mask = self._gather(table, tf.gather(self.item_hard, targets))
+        positives, mask = self._positives(view, mined, mined_mask)
+        h = self.item_item_head
+        return contrastive.item_item_loss(h(v), targets, h(positives), mask, self.temperature,
+                                          None if hard is None else h(hard), hard_mask)
+
+    def _user_item(self, u, v, targets, users_idx, table):
+        gu, gv = self.user_head(u), self.item_head(v)
+        mined_items = mi_mask = mined_users = mu_mask = None
+        if self.mining:
+            items, mi_mask = self._gather(table, tf.gather(self.user_items, users_idx))
+            mined_items = self.item_head(items)
+            users, mu_mask = self._gather(self.user_bank, tf.gather(self.item_users, targets))
+            mined_users = self.user_head(users)
+        return contrastive.user_item_loss(gu, gv, targets, self.temperature, mined_items, mi_mask,
+                                          mined_users, mu_mask)
+
+    def get_config(self):
+        return {**super().get_config(), "num_train_users": self.num_train_users,
+                "ablation": self.ablation, "mic_lambda": self.mic_lambda,
+                **self._weights_given, "temperature": self.temperature, "dropout": self.dropout,
+                "num_positives": self.num_positives,
+                "num_hard_negatives": self.num_hard_negatives, "num_cross": self.num_cross}

@@ -1,0 +1,86 @@
+"""Wiring of the MIC plugin into a run: the model, the view pipeline and the mining callback."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mic_tf.data.dataset import ProcessedDataset
+from mic_tf.mic.mining import MiningConfig, mine
+from mic_tf.mic.perturbation import make_view_fn
+
+
+@dataclasses.dataclass
+class MICConfig:
+    """MIC hyper-parameters (paper defaults where it gives them)."""
+
+    mic_lambda: float = 0.7
+    w_uv: float = 1.0
+    w_vv: float = 1.0
+    w_uu: float = 1.0
+    temperature: float = 0.1
+    dropout: float = 0.2
+    p_mask: float = 0.2
+    mining_every: int = 100
+    mining: MiningConfig = dataclasses.field(default_factory=MiningConfig)
+
+
+def single_vectors(vectors: np.ndarray) -> np.ndarray:
+    """`[U, D]` as is; `[U, K, D]` -> the mean of the L2-normalised interests (one vector per user
+    for kNN and clustering)."""
+    if vectors.ndim == 2:
+        return vectors
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+    return unit.mean(axis=1)
+
+
+class MiningCallback(keras.callbacks.Callback):
+    """Re-mines neighbours every `every` global steps (the first time at step `every`: before
+    that the representations are random, and the mined lists stay empty)."""
+
+    def __init__(self, ds: ProcessedDataset, maxlen: int, every: int, cfg: MiningConfig,
+                 writer=None, log=None, batch_size: int = 4096):
+        super().__init__()
+        self.histories, _ = ds.recent_histories("train", maxlen)
+        r = ds.split_range("train")
+        self.user_features = ds.user_features[r.start:r.stop]
+        self.every, self.cfg, self.writer = every, cfg, writer
+        self.batch_size = batch_size
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            self.mine(step)
+
+    def mine(self, step: int) -> dict:
+        model = self.model
+        start = time.perf_counter()
+        users = single_vectors(model.predict(
+            {"history": self.histories, "user_features": self.user_features},
+            batch_size=self.batch_size, verbose=0))
+        items = keras.ops.convert_to_numpy(model.item_table())
+        users_joint = keras.ops.convert_to_numpy(model.user_head(users))
+        items_joint = keras.ops.convert_to_numpy(model.item_head(items))
+        embed_seconds = time.perf_counter() - start
+        mined = mine(users, items, users_joint, items_joint, self.cfg)
+        model.assign_mined(mined, users)
+        total = time.perf_counter() - start
+        seconds = {"embed": round(embed_seconds, 3), **mined.seconds, "total": round(total, 3)}
+        self.log(f"step {step}: mined neighbours of {len(users)} users and {len(items) - 1} items "
+                 f"in {total:.2f}s ({seconds})")
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for name, value in seconds.items():
+                    tf.summary.scalar(f"mining/{name}_seconds", value)
+        return seconds
+
+
+def mic_pipeline_fn(cfg: MICConfig, perturbation: bool, seed: int, has_category: bool):
+    """The tf.data view function, or None when the perturbation is ablated."""
+    return make_view_fn(cfg.p_mask, seed, has_category) if perturbation else None
