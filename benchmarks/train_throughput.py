@@ -34,6 +34,7 @@ flags.DEFINE_float("seconds", 30, "Timed training seconds.")
 flags.DEFINE_integer("warmup_steps", 20, "Untimed steps first.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_integer("mining_every", 500, "MIC: steps between minings (their time is included).")
 flags.DEFINE_string("data_dir", "/tmp/mic_bench_data", "Processed-data cache.")
 FLAGS = flags.FLAGS
 
@@ -56,7 +57,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     import keras
 
-    from mic_tf.experiment import ExperimentConfig, build_model
+    from mic_tf.experiment import ExperimentConfig, build_model, plugin_parts
     from mic_tf.data.pipeline import make_train_dataset
     from mic_tf.training.trainer import TrainConfig
 
@@ -66,21 +67,22 @@ def main(argv):
     cfg = ExperimentConfig(encoder=FLAGS.encoder, plugin=FLAGS.plugin,
                            basic_loss=FLAGS.basic_loss, embedding_dim=FLAGS.embedding_dim,
                            train=train)
+    cfg.mic.mining_every = FLAGS.mining_every
     cfg.validate()
-    if FLAGS.plugin == "mic":
-        sys.exit("error: the MIC plugin is not implemented in this version yet")
     keras.utils.set_random_seed(FLAGS.seed)
     model = build_model(cfg, ds)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=FLAGS.jit_compile)
+    map_fn, callbacks = plugin_parts(cfg, ds, log=lambda msg: None)
     dataset = make_train_dataset(ds, batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen,
-                                 seed=FLAGS.seed, sampler=FLAGS.sampler)
+                                 seed=FLAGS.seed, sampler=FLAGS.sampler, map_fn=map_fn)
     model.fit(dataset, steps_per_epoch=FLAGS.warmup_steps, epochs=1, verbose=0)
     chunk, steps, start = 50, 0, time.perf_counter()
     while time.perf_counter() - start < FLAGS.seconds:
-        model.fit(dataset, steps_per_epoch=chunk, epochs=1, verbose=0)
+        model.fit(dataset, steps_per_epoch=chunk, epochs=1, verbose=0, callbacks=callbacks)
         steps += chunk
     elapsed = time.perf_counter() - start
     result = {"encoder": FLAGS.encoder, "plugin": FLAGS.plugin, "dataset": FLAGS.dataset,
+              "mining_every": FLAGS.mining_every if FLAGS.plugin == "mic" else None,
               "num_items": ds.num_items, "num_train_users": len(ds.split_range("train")),
               "basic_loss": FLAGS.basic_loss, "sampler": FLAGS.sampler,
               "batch_size": FLAGS.batch_size, "maxlen": FLAGS.maxlen,
