@@ -127,6 +127,26 @@ def resolved_flags(cfg, out_dir) -> dict:
     return values
 
 
+RESUME_IGNORED = ("verbose", "output_dir", "flagfile", "data_dir", "raw_dir", "raw_path")
+
+
+def check_same_run(out_dir, values) -> None:
+    """A run folder with a checkpoint may only be resumed with the flags it was started with."""
+    old_path = os.path.join(out_dir, "flags.json")
+    if not os.path.exists(os.path.join(out_dir, "checkpoints", "state.json")):
+        return
+    if not os.path.exists(old_path):
+        return
+    with open(old_path) as f:
+        old = json.load(f)
+    changed = {k: (old.get(k), v) for k, v in json.loads(json.dumps(values)).items()
+               if k not in RESUME_IGNORED and old.get(k) != v}
+    if changed:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        raise MicError(f"{out_dir} holds a run started with other flags ({detail}); resume it "
+                       f"with the same flags, or pass another --output_dir")
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint/export INFO lines drown the progress
@@ -141,7 +161,9 @@ def main(argv):
         cfg = build_config(ds)
         out_dir = FLAGS.output_dir or os.path.join(
             "runs", FLAGS.dataset, f"{FLAGS.encoder}-{FLAGS.plugin}-s{FLAGS.seed}")
-        atomic_write_json(os.path.join(out_dir, "flags.json"), resolved_flags(cfg, out_dir))
+        values = resolved_flags(cfg, out_dir)
+        check_same_run(out_dir, values)
+        atomic_write_json(os.path.join(out_dir, "flags.json"), values)
         result = run_experiment(cfg, ds, out_dir)
     except MicError as e:
         sys.exit(f"error: {e}")

@@ -121,3 +121,14 @@ def test_bad_flag_names_the_value_and_the_choices(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "bert4rec" in result.stderr and "gru4rec" in result.stderr
+
+
+def test_resuming_with_other_flags_is_refused(tmp_path, data_dir, ml100k_raw_dir):
+    out = tmp_path / "run"
+    first = run(SMALL[:-4] + ["--max_steps=20", "--eval_every=20", "--patience=1", "--verbose=2"],
+                out, data_dir, ml100k_raw_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run(SMALL[:-4] + ["--max_steps=20", "--eval_every=20", "--patience=1", "--verbose=2",
+                              "--learning_rate=0.01"], out, data_dir, ml100k_raw_dir)
+    assert again.returncode != 0
+    assert "learning_rate: 0.001 -> 0.01" in again.stderr and "--output_dir" in again.stderr
