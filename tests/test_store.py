@@ -63,3 +63,23 @@ def test_cache_key_tracks_params(tmp_path, capsys, ml100k_raw_dir):
                             params=ProtocolParams(split_seed=7))
     assert other.meta["cache_key"] != key and "rebuilding" in capsys.readouterr().err
     assert list(other.user_raw_ids) != list(first.user_raw_ids)
+
+
+def test_unknown_dataset_name_lists_the_choices(tmp_path):
+    from mic_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown dataset 'movielens'.*ml-100k"):
+        prepare_dataset("movielens", data_dir=tmp_path)
+
+
+def test_prepare_script_reports_an_unknown_dataset_without_a_traceback():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    result = subprocess.run([sys.executable, str(REPO / "datasets" / "prepare.py"),
+                             "--dataset=movielens"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "movielens" in result.stderr and "ml-100k" in result.stderr
+    assert "Traceback" not in result.stderr
