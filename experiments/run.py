@@ -66,6 +66,8 @@ flags.DEFINE_integer("num_hard_negatives", 5, "Mined hard negatives per user / i
 flags.DEFINE_integer("num_cross", 5, "Mined user->item / item->user positives.")
 flags.DEFINE_integer("num_clusters", 20, "k-means++ clusters for hard negatives.")
 flags.DEFINE_integer("mining_search_k", 50, "Neighbours searched for hard negatives.")
+flags.DEFINE_enum("optimizer", "adam", ["adam", "lazy_adam"], "Adam, or Adam on the touched "
+                  "embedding rows only (fast on large catalogues).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (pinned and recorded).")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (same seed, same metrics).")
 flags.DEFINE_integer("verbose", None, "Keras progress: 1 bar, 2 one line per period "
@@ -94,6 +96,7 @@ def build_config(ds):
                         eval_every=min(resolved("eval_every"), max_steps),
                         patience=resolved("patience"), seed=FLAGS.seed, sampler=FLAGS.sampler,
                         jit_compile=FLAGS.jit_compile, exclude_history=FLAGS.exclude_history,
+                        optimizer=FLAGS.optimizer,
                         verbose=verbose)
     mining = MiningConfig(num_positives=FLAGS.num_positives,
                           num_hard_negatives=FLAGS.num_hard_negatives, num_cross=FLAGS.num_cross,

@@ -84,7 +84,8 @@ class RetrievalModel(keras.Model):
     def item_table(self, training=False):
         """Item vectors `[N + 1, D]` (row 0 = padding)."""
         if not self.use_category:
-            return self.item_tower.item_embedding.embeddings
+            # The tf.Variable itself, so that gathers from it read rows, not the whole table.
+            return self.item_tower.item_embedding.embeddings.value
         ids = tf.range(self.num_items + 1)
         return self.item_tower(ids, tf.convert_to_tensor(self.item_category))
 
@@ -98,6 +99,15 @@ class RetrievalModel(keras.Model):
         """Creates every variable by running one forward pass (before restoring a checkpoint)."""
         self(batch, training=False)
         self.item_table()
+
+    def get_build_config(self):
+        return {"maxlen": self.maxlen, "num_user_fields": len(self.user_field_vocab_sizes)}
+
+    def build_from_config(self, config):
+        # Keras would trace call() with float placeholders; item ids must be integers.
+        self.build_from_batch({
+            "history": np.ones((1, config["maxlen"]), np.int32),
+            "user_features": np.ones((1, config["num_user_fields"]), np.int32)})
 
     # ---- training --------------------------------------------------------------------------
     def step_seed(self, stream: int):

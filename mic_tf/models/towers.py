@@ -7,10 +7,22 @@ construction, so history items and softmax weights share one table, as in ComiRe
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 # ComiRec used TF1 `get_variable`'s default, Glorot-uniform; the paper says "Xavier".
 ITEM_INITIALIZER = "glorot_uniform"
+
+
+def lookup(embedding: keras.layers.Embedding, ids):
+    """Rows of an embedding table, `[...] -> [..., D]`, read row by row.
+
+    `Embedding.__call__` (like every `keras.ops` function) first converts the whole table to a
+    tensor. Gathering from the underlying `tf.Variable` reads only the requested rows, and its
+    gradient stays sparse; on a large catalogue that is the difference between O(batch) and O(N)
+    work per step (a dense read also forces a copy of the table before the optimizer's scatter).
+    """
+    return tf.gather(embedding.embeddings.value, ids)
 
 
 @keras.saving.register_keras_serializable(package="mic")
@@ -49,9 +61,9 @@ class ItemTower(keras.layers.Layer):
         self.built = True
 
     def call(self, item_ids, category_ids=None):
-        vectors = self.item_embedding(item_ids)
+        vectors = lookup(self.item_embedding, item_ids)
         if self.category_embedding is not None and category_ids is not None:
-            vectors = vectors + self.category_embedding(category_ids)
+            vectors = vectors + lookup(self.category_embedding, category_ids)
         return vectors
 
     def get_config(self):
@@ -101,7 +113,7 @@ class UserTower(keras.layers.Layer):
     def embed_history(self, history):
         """`[B, L]` ids -> (`[B, L, D]` embeddings with padded rows zeroed, `[B, L]` float mask)."""
         mask = ops.cast(ops.not_equal(history, 0), self.compute_dtype)
-        return self.item_embedding(history) * mask[..., None], mask
+        return lookup(self.item_embedding, history) * mask[..., None], mask
 
     def add_user_fields(self, vectors, features):
         """Adds the projected user-field embeddings to `[B, D]` or every interest of `[B, K, D]`."""

@@ -22,7 +22,9 @@ from mic_tf.data.dataset import EvalSplit, ProcessedDataset
 from mic_tf.data.pipeline import make_train_dataset, steps_per_epoch
 from mic_tf.evaluation.evaluate import evaluate
 from mic_tf.evaluation.retrieval import ItemIndex
+from mic_tf.errors import ConfigError
 from mic_tf.training.checkpoints import CheckpointKeeper, RunState
+from mic_tf.training.optimizers import LazyAdam
 
 SELECTION_METRIC = "recall@50"
 
@@ -44,7 +46,19 @@ class TrainConfig:
     top_n: int = 50
     eval_batch_size: int = 2048
     exclude_history: bool = False
+    optimizer: str = "adam"  # or "lazy_adam": Adam on the touched embedding rows only
     verbose: int = 1
+
+
+OPTIMIZERS = ("adam", "lazy_adam")
+
+
+def make_optimizer(name: str, learning_rate: float):
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "lazy_adam":
+        return LazyAdam(learning_rate)
+    raise ConfigError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
 class U2IEvaluator:
@@ -148,7 +162,7 @@ class Trainer:
         self.valid = ds.eval_split("valid", config.maxlen)
         self.test = ds.eval_split("test", config.maxlen)
         self.writer = tf.summary.create_file_writer(str(self.out_dir / "tensorboard"))
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+        model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate),
                       jit_compile=config.jit_compile)
         self._first_batch = next(iter(self._dataset(0)))
         model.build_from_batch(self._first_batch)
