@@ -1,0 +1,249 @@
+"""The MIC datastores (paper 2.2): user vectors, item vectors, interaction histories and categories.
+
+A `Datastore` holds
+  * the user datastore: one L2-normalised vector per training user, `[U, D]`, searched by a Faiss
+    inner-product index (Faiss id j = training user j);
+  * the item datastore: L2-normalised item vectors `[N + 1, D]` (row 0 = padding, never indexed
+    or returned), searched by a second index (Faiss id j = item j + 1);
+  * the interaction datastore: each training user's time-ordered history as CSR
+    (`history_items [nnz]`, `history_offsets [U + 1]`);
+  * item categories `[N + 1]` (0 = no category).
+
+Multi-interest users (`[U, K, D]` input) are stored as ONE vector each: the mean of their
+L2-normalised interests, renormalised. Query users of the U2U channel are reduced the same way
+(`reduce_users`), so the user-user similarity is the cosine between these mean directions.
+
+Index types: "flat" (exact `IndexFlatIP`, default), "ivf" (`IndexIVFFlat`; params `nlist`,
+`nprobe`) and "hnsw" (`IndexHNSWFlat`; params `M`, `efSearch`, `efConstruction`). Flat and IVF
+indexes move to GPU 0 when `faiss.get_num_gpus() > 0` (and `use_gpu` allows); HNSW stays on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from mic_tf.utils.io import atomic_dir
+
+INDEX_TYPES = ("flat", "ivf", "hnsw")
+_FORMAT_VERSION = 1
+_DEFAULT_PARAMS = {
+    "flat": {},
+    "ivf": {"nlist": None, "nprobe": 16},  # nlist None -> ~4 sqrt(n), capped by n
+    "hnsw": {"M": 32, "efSearch": 128, "efConstruction": 200},
+}
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation over the last axis (zero rows stay zero), float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def reduce_users(vectors: np.ndarray) -> np.ndarray:
+    """One unit vector per user: `[B, D]` normalised, or `[B, K, D]` -> mean of normalised
+    interests, renormalised, `[B, D]`."""
+    v = l2_normalize(vectors)
+    if v.ndim == 3:
+        v = l2_normalize(v.mean(axis=1))
+    if v.ndim != 2:
+        raise ValueError(f"user vectors must be [B, D] or [B, K, D], got shape {v.shape}")
+    return np.ascontiguousarray(v)
+
+
+class _Index:
+    """A Faiss inner-product index over `base` rows with settings, optional GPU, batched search."""
+
+    def __init__(self, index, index_type: str, params: dict, use_gpu):
+        self.index_type, self.params, self.cpu_index = index_type, params, index
+        self._apply_search_params(index)
+        self.on_gpu = bool(use_gpu) and index_type != "hnsw" and faiss.get_num_gpus() > 0
+        self.index = index
+        if self.on_gpu:
+            self._res = faiss.StandardGpuResources()  # must outlive the GPU index
+            self.index = faiss.index_cpu_to_gpu(self._res, 0, index)
+            if index_type == "ivf":
+                self.index.nprobe = int(params["nprobe"])
+
+    @classmethod
+    def build(cls, base: np.ndarray, index_type: str, params: dict, use_gpu):
+        n, d = base.shape
+        if index_type == "flat":
+            index = faiss.IndexFlatIP(d)
+        elif index_type == "ivf":
+            nlist = params["nlist"] or max(1, int(4 * math.sqrt(n)))
+            params["nlist"] = nlist = int(min(nlist, n))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = 1234
+            index.train(base)
+        else:
+            index = faiss.IndexHNSWFlat(d, int(params["M"]), faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = int(params["efConstruction"])
+        index.add(base)
+        return cls(index, index_type, params, use_gpu)
+
+    def _apply_search_params(self, index):
+        if self.index_type == "ivf":
+            index.nprobe = int(self.params["nprobe"])
+        elif self.index_type == "hnsw":
+            index.hnsw.efSearch = int(self.params["efSearch"])
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.cpu_index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """`[Q, D]` queries -> `[Q, k]` float32 scores and int64 Faiss ids (-1 when missing)."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
+        if len(q) == 0 or k == 0:
+            return scores, ids
+        step = max(8192, 128000 // q.shape[1])  # keep Faiss's flat BLAS kernel (see ItemIndex)
+        for lo in range(0, len(q), step):
+            scores[lo:lo + step], ids[lo:lo + step] = self.index.search(q[lo:lo + step], k)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+
+class Datastore:
+    """User, item and interaction datastores with Faiss indexes over users and items 1..N.
+
+    Args:
+      user_vectors: `[U, D]` or `[U, K, D]` training-user vectors (multi-interest users are reduced
+        to the renormalised mean of their normalised interests, see `reduce_users`).
+      item_vectors: `[N + 1, D]` item vectors, row 0 = padding (stored normalised, not indexed).
+      history_items: `[nnz]` item ids in 1..N, every training user's time-ordered history.
+      history_offsets: `[U + 1]` CSR offsets; user u's history is
+        `history_items[offsets[u]:offsets[u + 1]]`, oldest first.
+      item_category: `[N + 1]` category ids (0 = none, an ordinary value for diversity).
+      index_type: "flat" (exact, default), "ivf" or "hnsw".
+      index_params: overrides of the type's defaults (ivf: nlist, nprobe; hnsw: M, efSearch,
+        efConstruction).
+      use_gpu: "auto" (GPU when Faiss sees one, flat/ivf only) or False.
+
+    Attributes:
+      user_vectors `[U, D]`, item_vectors `[N + 1, D]`, history_items, history_offsets,
+      item_category, num_users U, num_items N, dim D, index_type, index_params.
+    """
+
+    def __init__(self, user_vectors, item_vectors, history_items, history_offsets, item_category,
+                 index_type: str = "flat", index_params: dict | None = None, use_gpu="auto",
+                 _indexes=None):
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+        if use_gpu not in ("auto", False):
+            raise ValueError(f"use_gpu must be 'auto' or False, got {use_gpu!r}")
+        unknown = set(index_params or {}) - set(_DEFAULT_PARAMS[index_type])
+        if unknown:
+            raise ValueError(f"unknown {index_type} index params {sorted(unknown)}; expected "
+                             f"{sorted(_DEFAULT_PARAMS[index_type])}")
+        self.index_type = index_type
+        self.index_params = {**_DEFAULT_PARAMS[index_type], **(index_params or {})}
+        self.use_gpu = use_gpu
+        items = np.asarray(item_vectors, dtype=np.float32)
+        if items.ndim != 2 or items.shape[0] < 2:
+            raise ValueError(f"item_vectors must be [N + 1, D] with N >= 1, got {items.shape}")
+        if _indexes is None:
+            self.user_vectors = reduce_users(user_vectors)
+            self.item_vectors = np.ascontiguousarray(l2_normalize(items))
+            self.item_vectors[0] = 0.0
+        else:  # loaded: already normalised; renormalising could move the last bits
+            self.user_vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
+            self.item_vectors = np.ascontiguousarray(items)
+        self.num_users, self.dim = self.user_vectors.shape
+        self.num_items = items.shape[0] - 1
+        if items.shape[1] != self.dim:
+            raise ValueError(f"user dim {self.dim} != item dim {items.shape[1]}")
+        if self.num_users < 1:
+            raise ValueError("the user datastore needs at least one training user")
+        if not (np.isfinite(self.user_vectors).all() and np.isfinite(self.item_vectors).all()):
+            raise ValueError("user or item vectors hold NaN or inf values")
+        self.history_items = np.ascontiguousarray(history_items, dtype=np.int64)
+        self.history_offsets = np.ascontiguousarray(history_offsets, dtype=np.int64)
+        offs = self.history_offsets
+        if (offs.shape != (self.num_users + 1,) or offs[0] != 0
+                or offs[-1] != len(self.history_items) or (np.diff(offs) < 0).any()):
+            raise ValueError(f"history_offsets must be non-decreasing, [U + 1 = "
+                             f"{self.num_users + 1}], from 0 to len(history_items)")
+        if len(self.history_items) and (self.history_items.min() < 1
+                                        or self.history_items.max() > self.num_items):
+            raise ValueError(f"history items must be in 1..{self.num_items}")
+        self.item_category = np.ascontiguousarray(item_category, dtype=np.int64)
+        if self.item_category.shape != (self.num_items + 1,):
+            raise ValueError(f"item_category must be [N + 1 = {self.num_items + 1}], got "
+                             f"{self.item_category.shape}")
+        if _indexes is None:
+            self._users = _Index.build(self.user_vectors, index_type, dict(self.index_params),
+                                       use_gpu)
+            self._items = _Index.build(self.item_vectors[1:], index_type,
+                                       dict(self.index_params), use_gpu)
+        else:
+            self._users = _Index(_indexes[0], index_type, self.index_params, use_gpu)
+            self._items = _Index(_indexes[1], index_type, self.index_params, use_gpu)
+
+    # ------------------------------------------------------------------ searches
+    def search_items(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items by inner product for `[Q, D]` queries.
+
+        Returns:
+          `[Q, k']` float32 scores (-inf when missing) and int64 item ids in 1..N (0 when
+          missing), k' = min(k, N), in Faiss's order (best first).
+        """
+        scores, ids = self._items.search(queries, min(int(k), self.num_items))
+        return scores, np.where(ids >= 0, ids + 1, 0)
+
+    def search_users(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k training users for `[Q, D]` queries: `[Q, min(k, U)]` scores and user indices
+        (-1 when missing)."""
+        return self._users.search(queries, min(int(k), self.num_users))
+
+    # ------------------------------------------------------------------ persistence
+    def settings(self) -> dict:
+        return {"format_version": _FORMAT_VERSION, "index_type": self.index_type,
+                "index_params": self.index_params, "num_users": self.num_users,
+                "num_items": self.num_items, "dim": self.dim,
+                "built_params": {"users": self._users.params, "items": self._items.params},
+                "multi_interest_users": "mean of L2-normalised interests, renormalised"}
+
+    def save(self, folder) -> Path:
+        """Writes the datastore to `folder` atomically (temp folder, then rename).
+
+        Files: user_vectors.npy, item_vectors.npy, history_items.npy, history_offsets.npy,
+        item_category.npy, users.faiss, items.faiss (CPU copies) and datastore.json (settings).
+        """
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            for name in ("user_vectors", "item_vectors", "history_items", "history_offsets",
+                         "item_category"):
+                np.save(tmp / f"{name}.npy", getattr(self, name))
+            for name, idx in (("users", self._users), ("items", self._items)):
+                cpu = faiss.index_gpu_to_cpu(idx.index) if idx.on_gpu else idx.cpu_index
+                faiss.write_index(cpu, str(tmp / f"{name}.faiss"))
+            (tmp / "datastore.json").write_text(json.dumps(self.settings(), indent=2,
+                                                           sort_keys=True) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder, use_gpu="auto") -> "Datastore":
+        """Reads a folder written by `save`; the Faiss indexes are read back, not rebuilt."""
+        folder = Path(folder)
+        meta_path = folder / "datastore.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{meta_path} not found: not a saved Datastore folder")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"unsupported datastore format {meta.get('format_version')} in "
+                             f"{folder}")
+        arrays = {name: np.load(folder / f"{name}.npy") for name in
+                  ("user_vectors", "item_vectors", "history_items", "history_offsets",
+                   "item_category")}
+        indexes = [faiss.read_index(str(folder / f"{name}.faiss")) for name in ("users", "items")]
+        return cls(arrays["user_vectors"], arrays["item_vectors"], arrays["history_items"],
+                   arrays["history_offsets"], arrays["item_category"],
+                   index_type=meta["index_type"], index_params=meta["index_params"],
+                   use_gpu=use_gpu, _indexes=indexes)

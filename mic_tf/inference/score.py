@@ -1,0 +1,254 @@
+"""Candidate counting, MIC's final score (eq. 3-5) and the greedy diversity pick (spec 4).
+
+For each query user, the candidate set `V_C` is the union of the enabled channels' retrievals and
+`s_i` counts every retrieval of item i: one per U2I hit, one per (neighbour, history slot) in U2U,
+one per (history item, neighbour) in I2I, repeats across channels and neighbours included. Then
+
+    Score(i) = cos(e_u, e_i) + lam_mic * softmax_{V_C}(s)_i + lam_div * div(i)
+
+where `cos` is the max over interests, and `div(i)` is applied greedily as in ComiRec's
+controllable aggregation: the top N are picked one at a time; when t items are already picked,
+div(i) = (number of picked items whose category differs from i's) / t, and 1 for the first pick.
+Category 0 (no category) is an ordinary category value. Eq. 4 of the paper, as printed, is a
+double sum over V_C that is constant over items; this softmax-of-counts / greedy reading is the
+spec's. Ties are broken by the smaller item id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mic_tf.inference import channels
+from mic_tf.inference.datastore import Datastore, l2_normalize
+
+CHANNELS = ("u2i", "u2u", "i2i")
+
+
+@dataclasses.dataclass
+class InferenceConfig:
+    """Cross-channel inference settings (spec 4 defaults; k1 None means k1 = top_n)."""
+
+    top_n: int = 50
+    k1: int | None = None
+    m1: int = 40
+    m2: int = 60
+    m: int = 30
+    m3: int = 50
+    lam_mic: float = 0.5
+    lam_div: float = 0.2
+    use_u2i: bool = True
+    use_u2u: bool = True
+    use_i2i: bool = True
+    score_batch: int = 64  # users per chunk when gathering [b, C, D] candidate vectors
+
+    @classmethod
+    def for_ablation(cls, ablation: str | None = None, **overrides) -> "InferenceConfig":
+        """Config for "" / None (MIC, all channels) or "-u2u", "-u2i", "-i2i"."""
+        cfg = cls(**overrides)
+        if ablation:
+            name = ablation.lstrip("-")
+            if name not in CHANNELS:
+                raise ValueError(f"ablation must be one of -u2u, -u2i, -i2i, got {ablation!r}")
+            setattr(cfg, f"use_{name}", False)
+        return cfg
+
+    def validate(self):
+        if self.top_n < 1:
+            raise ValueError(f"top_n must be >= 1, got {self.top_n}")
+        for name in ("m1", "m2", "m", "m3"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if not (self.use_u2i or self.use_u2u or self.use_i2i):
+            raise ValueError("at least one channel must be enabled")
+
+
+@dataclasses.dataclass
+class InferenceResult:
+    """Output of a batch.
+
+    Attributes:
+      items: `[B, N]` ranked item ids, 0 = empty slot (fewer than N candidates).
+      scores: `[B, N]` float64 final score at the time of each pick (-inf for empty slots).
+      candidates: `[B, C]` distinct candidate ids (V_C) sorted ascending, 0-padded.
+      counts: `[B, C]` retrieval counts s_i (0 in padding).
+      channels: {"u2i", "u2u", "i2i"} -> `[B, W]` raw retrievals of each enabled channel
+        (repeats kept, 0 = empty), for per-channel recall.
+    """
+
+    items: np.ndarray
+    scores: np.ndarray
+    candidates: np.ndarray
+    counts: np.ndarray
+    channels: dict
+
+
+def count_candidates(retrieved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct items of every row and how often each was retrieved.
+
+    Args:
+      retrieved: `[B, W]` item ids, 0 = empty.
+
+    Returns:
+      `([B, C], [B, C])` distinct ids sorted ascending (0-padded at the end) and counts,
+      C = the largest number of distinct items in a row (>= 1 column).
+    """
+    b, w = retrieved.shape
+    if w == 0:
+        return np.zeros((b, 1), np.int64), np.zeros((b, 1), np.int64)
+    s = np.sort(np.where(retrieved == 0, np.iinfo(np.int64).max, retrieved), axis=1)
+    real = s != np.iinfo(np.int64).max
+    start = real.copy()
+    start[:, 1:] &= s[:, 1:] != s[:, :-1]
+    slot = np.cumsum(start, axis=1) - 1  # run index of each position
+    c = max(int(start.sum(axis=1).max(initial=0)), 1)
+    rows = np.broadcast_to(np.arange(b)[:, None], s.shape)
+    cands = np.zeros((b, c), np.int64)
+    counts = np.zeros((b, c), np.int64)
+    cands[rows[start], slot[start]] = s[start]
+    np.add.at(counts, (rows[real], slot[real]), 1)
+    return cands, counts
+
+
+def basic_scores(ds: Datastore, queries: np.ndarray, cands: np.ndarray,
+                 chunk: int = 64) -> np.ndarray:
+    """cos(e_u, e_i), max over interests, `[B, C]` float32 (-inf where cands == 0).
+
+    Computed as an elementwise product summed over D, so a user's scores do not depend on the
+    batch it is in (the single-user path gives bit-identical values).
+    """
+    q = l2_normalize(queries)
+    if q.ndim == 2:
+        q = q[:, None, :]
+    out = np.empty(cands.shape, np.float32)
+    for lo in range(0, len(cands), chunk):
+        v = ds.item_vectors[cands[lo:lo + chunk]]  # [b, C, D]
+        best = None
+        for k in range(q.shape[1]):
+            s = (q[lo:lo + chunk, k, None, :] * v).sum(axis=-1)
+            best = s if best is None else np.maximum(best, s)
+        out[lo:lo + chunk] = best
+    out[cands == 0] = -np.inf
+    return out
+
+
+def count_softmax(counts: np.ndarray) -> np.ndarray:
+    """Softmax of the counts over each row's candidates (padding, count 0, excluded), float64."""
+    valid = counts > 0
+    s = counts.astype(np.float64)
+    mx = np.where(valid, s, -np.inf).max(axis=1, keepdims=True)
+    e = np.where(valid, np.exp(s - np.where(np.isfinite(mx), mx, 0.0)), 0.0)
+    # A sequential row sum (cumsum) does not depend on the trailing padding, so a user's values
+    # are bit-identical whatever the batch's candidate width C (np.sum's pairwise blocks are not).
+    total = np.cumsum(e, axis=1)[:, -1:] if e.shape[1] else np.ones((len(e), 1))
+    return e / np.maximum(total, 1e-300)
+
+
+def greedy_pick(base: np.ndarray, cands: np.ndarray, categories: np.ndarray, top_n: int,
+                lam_div: float) -> tuple[np.ndarray, np.ndarray]:
+    """Picks top_n items per row, one at a time, adding lam_div * diversity (vectorised over B).
+
+    Args:
+      base: `[B, C]` float64 cos + lam_mic * Score_MIC.
+      cands: `[B, C]` candidate ids sorted ascending (0 = padding); argmax's first-max rule then
+        breaks ties by the smaller id.
+      categories: `[B, C]` category of each candidate.
+      top_n: N.
+      lam_div: weight of the diversity term.
+
+    Returns:
+      `[B, N]` picked ids (0 = empty) and `[B, N]` their scores at pick time (-inf empty).
+    """
+    b, c = cands.shape
+    available = cands != 0
+    same = np.zeros((b, c), np.int64)  # picked items sharing each candidate's category
+    rows = np.arange(b)
+    items = np.zeros((b, top_n), np.int64)
+    scores = np.full((b, top_n), -np.inf)
+    for t in range(top_n):
+        div = 1.0 if t == 0 else (t - same) / t
+        total = np.where(available, base + lam_div * div, -np.inf)
+        j = np.argmax(total, axis=1)
+        ok = available[rows, j]
+        if not ok.any():
+            break
+        items[ok, t] = cands[rows, j][ok]
+        scores[ok, t] = total[rows, j][ok]
+        available[rows[ok], j[ok]] = False
+        same += ok[:, None] & (categories == categories[rows, j][:, None])
+    return items, scores
+
+
+def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None = None
+              ) -> InferenceResult:
+    """Cross-channel recommendation for a batch of query users.
+
+    Args:
+      ds: the datastore (training users, items, histories, categories).
+      queries: `[B, D]` or `[B, K, D]` query-user vectors e_u (normalised here).
+      histories: `[B, L]` item ids, right-padded with 0 (L may be 0).
+      config: channel switches, sizes and lambdas (defaults: MIC, spec 4).
+
+    Returns:
+      An `InferenceResult` with the ranked `[B, N]` items and the per-channel retrievals.
+    """
+    cfg = config or InferenceConfig()
+    cfg.validate()
+    q = np.asarray(queries, dtype=np.float32)
+    h = np.asarray(histories, dtype=np.int64)
+    if q.ndim not in (2, 3) or q.shape[-1] != ds.dim:
+        raise ValueError(f"queries must be [B, {ds.dim}] or [B, K, {ds.dim}], got {q.shape}")
+    if h.ndim != 2 or len(h) != len(q):
+        raise ValueError(f"histories must be [B = {len(q)}, L], got {h.shape}")
+    if not np.isfinite(q).all():
+        raise ValueError("queries hold NaN or inf values")
+    if len(h) and h.size and (h.min() < 0 or h.max() > ds.num_items):
+        raise ValueError(f"history ids must be in 0..{ds.num_items}")
+    retrieved = {}
+    if cfg.use_u2i:
+        retrieved["u2i"] = channels.u2i(ds, q, cfg.top_n if cfg.k1 is None else cfg.k1)
+    if cfg.use_u2u:
+        retrieved["u2u"] = channels.u2u(ds, q, cfg.m1, cfg.m2)[0]
+    if cfg.use_i2i:
+        retrieved["i2i"] = channels.i2i(ds, h, cfg.m, cfg.m3)
+    cands, counts = count_candidates(np.concatenate(list(retrieved.values()), axis=1))
+    base = basic_scores(ds, q, cands, cfg.score_batch).astype(np.float64)
+    if cfg.lam_mic:
+        base = base + cfg.lam_mic * count_softmax(counts)
+    items, scores = greedy_pick(base, cands, ds.item_category[cands], cfg.top_n, cfg.lam_div)
+    return InferenceResult(items, scores, cands, counts, retrieved)
+
+
+class CrossChannelInference:
+    """Batch and online (single-user) cross-channel inference over one datastore.
+
+    Args:
+      datastore: a built or loaded `Datastore` (its indexes are reused; nothing is rebuilt).
+      config: an `InferenceConfig` (defaults: MIC, spec 4).
+    """
+
+    def __init__(self, datastore: Datastore, config: InferenceConfig | None = None):
+        self.datastore = datastore
+        self.config = config or InferenceConfig()
+        self.config.validate()
+
+    def recommend(self, queries, histories) -> InferenceResult:
+        """Batch path: `[B, D]` / `[B, K, D]` queries and `[B, L]` histories (see `recommend`)."""
+        return recommend(self.datastore, queries, histories, self.config)
+
+    def recommend_one(self, query, history) -> tuple[np.ndarray, np.ndarray]:
+        """Online path for one user: the batch path with B = 1.
+
+        Args:
+          query: `[D]` or `[K, D]` user vector(s).
+          history: `[L]` item ids (0s are ignored).
+
+        Returns:
+          `[N]` ranked item ids (0 = empty) and `[N]` scores, identical to the user's row of
+          the batch path (see BUILD_NOTES for the flat-index float caveat).
+        """
+        q = np.asarray(query, dtype=np.float32)[None]
+        h = np.asarray(history, dtype=np.int64).reshape(1, -1)
+        result = recommend(self.datastore, q, h, self.config)
+        return result.items[0], result.scores[0]
