@@ -66,6 +66,15 @@ flags.DEFINE_integer("num_hard_negatives", 5, "Mined hard negatives per user / i
 flags.DEFINE_integer("num_cross", 5, "Mined user->item / item->user positives.")
 flags.DEFINE_integer("num_clusters", 20, "k-means++ clusters for hard negatives.")
 flags.DEFINE_integer("mining_search_k", 50, "Neighbours searched for hard negatives.")
+# Cross-channel inference (spec 4; --plugin=mic)
+flags.DEFINE_integer("k1", None, "U2I candidates (default N = 50).")
+flags.DEFINE_integer("m1", 40, "U2U: similar training users.")
+flags.DEFINE_integer("m2", 60, "U2U: last items taken from each similar user.")
+flags.DEFINE_integer("m_history", 30, "I2I: last history items used as queries (the paper's M).")
+flags.DEFINE_integer("m3", 50, "I2I: similar items per history item.")
+flags.DEFINE_float("lam_mic", 0.5, "Weight of Score_MIC (softmax of channel counts).")
+flags.DEFINE_float("lam_div", 0.2, "Weight of the greedy diversity term.")
+flags.DEFINE_enum("index_type", "flat", ["flat", "ivf", "hnsw"], "Faiss index of the datastores.")
 flags.DEFINE_enum("optimizer", "adam", ["adam", "lazy_adam"], "Adam, or Adam on the touched "
                   "embedding rows only (fast on large catalogues).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (pinned and recorded).")
@@ -84,6 +93,7 @@ def build_config(ds):
     from mic_tf.experiment import ExperimentConfig
     from mic_tf.mic.mining import MiningConfig
     from mic_tf.mic.plugin import MICConfig
+    from mic_tf.inference.score import InferenceConfig
     from mic_tf.training.trainer import TrainConfig
 
     batch_size = resolved("batch_size")
@@ -105,8 +115,10 @@ def build_config(ds):
     mic = MICConfig(mic_lambda=FLAGS.mic_lambda, w_uv=FLAGS.w_uv, w_vv=FLAGS.w_vv, w_uu=FLAGS.w_uu,
                     temperature=FLAGS.temperature, dropout=FLAGS.dropout, p_mask=FLAGS.p_mask,
                     mining_every=resolved("mining_every"), mining=mining)
+    inference = InferenceConfig(k1=FLAGS.k1, m1=FLAGS.m1, m2=FLAGS.m2, m=FLAGS.m_history,
+                                m3=FLAGS.m3, lam_mic=FLAGS.lam_mic, lam_div=FLAGS.lam_div)
     return ExperimentConfig(
-        mic=mic, encoder=FLAGS.encoder, plugin=FLAGS.plugin, ablation=FLAGS.ablation,
+        inference=inference, index_type=FLAGS.index_type, mic=mic, encoder=FLAGS.encoder, plugin=FLAGS.plugin, ablation=FLAGS.ablation,
         basic_loss=FLAGS.basic_loss, embedding_dim=resolved("embedding_dim"),
         num_interests=FLAGS.num_interests, routing_iterations=FLAGS.routing_iterations,
         num_sampled=FLAGS.num_sampled, logistic_negatives=FLAGS.logistic_negatives,
@@ -123,7 +135,9 @@ def resolved_flags(cfg, out_dir) -> dict:
         for flag in FLAGS.flags_by_module_dict().get(module, []):
             values[flag.name] = flag.value
     values.update({k: v for k, v in dataclasses.asdict(cfg.train).items()})
-    values.update({k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train", "mic")})
+    values.update({k: v for k, v in dataclasses.asdict(cfg).items()
+                   if k not in ("train", "mic", "inference")})
+    values.update({f"inference_{k}": v for k, v in dataclasses.asdict(cfg.inference).items()})
     values.update({k: v for k, v in dataclasses.asdict(cfg.mic).items() if k != "mining"})
     values.update({f"mining_{k}": v for k, v in dataclasses.asdict(cfg.mic.mining).items()})
     values["output_dir"] = str(out_dir)

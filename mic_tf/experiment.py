@@ -25,6 +25,8 @@ from mic_tf.evaluation.baselines import most_popular_vectors
 from mic_tf.evaluation.evaluate import evaluate
 from mic_tf.evaluation.report import write_metrics, write_recommendations
 from mic_tf.evaluation.retrieval import ItemIndex
+from mic_tf.inference.evaluator import CrossChannelEvaluator
+from mic_tf.inference.score import InferenceConfig
 from mic_tf.mic.model import ABLATIONS, MICModel, ablation_settings
 from mic_tf.mic.plugin import MICConfig, MiningCallback, mic_pipeline_fn
 from mic_tf.models.encoders import ENCODERS
@@ -53,6 +55,8 @@ class ExperimentConfig:
     use_user_features: bool = False
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     mic: MICConfig = dataclasses.field(default_factory=MICConfig)
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+    index_type: str = "flat"
 
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
@@ -128,6 +132,17 @@ def plugin_parts(cfg: ExperimentConfig, ds: ProcessedDataset, log):
     return map_fn, callbacks
 
 
+def make_evaluator(cfg: ExperimentConfig, ds: ProcessedDataset):
+    """MIC evaluates through cross-channel inference (spec 4); the baseline through U2I only
+    (the trainer's default, exactly ComiRec's evaluation)."""
+    if cfg.plugin != "mic":
+        return None
+    inference = dataclasses.replace(cfg.inference, top_n=cfg.train.top_n)
+    if cfg.ablation in ("-u2u", "-u2i", "-i2i"):
+        inference = InferenceConfig.for_ablation(cfg.ablation, **dataclasses.asdict(inference))
+    return CrossChannelEvaluator(ds, cfg.train.maxlen, inference, index_type=cfg.index_type)
+
+
 def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50) -> dict:
     """MostPopular (training popularity) through the same Faiss + metrics path, valid and test."""
     user_vector, item_vectors = most_popular_vectors(ds.item_popularity("train"))
@@ -152,7 +167,8 @@ def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | P
         f"{baseline['test']['recall@50']:.4f}")
     model = build_model(cfg, ds)
     map_fn, callbacks = plugin_parts(cfg, ds, log)
-    trainer = Trainer(model, ds, cfg.train, out_dir, log=log, map_fn=map_fn, callbacks=callbacks)
+    trainer = Trainer(model, ds, cfg.train, out_dir, log=log, map_fn=map_fn, callbacks=callbacks,
+                      evaluator=make_evaluator(cfg, ds))
     for callback in callbacks:
         callback.writer = trainer.writer
     start = time.time()
