@@ -300,3 +300,16 @@ def test_repeats_counted_and_empty_batch():
     assert res.candidates.tolist() == [[1, 3, 4, 5]] and res.counts.tolist() == [[2, 2, 2, 2]]
     res = recommend(ds, np.zeros((0, 2), np.float32), np.zeros((0, 3), np.int64))
     assert res.items.shape == (0, 50)
+
+
+def test_candidate_recall_counts_targets_found_per_user():
+    from mic_tf.data.dataset import EvalSplit
+    from mic_tf.inference.evaluator import candidate_recall
+
+    # user 0 targets [3, 4, 4] with candidates {4, 9}: 2 of 3 found; user 1 targets [7] with
+    # candidates {1}: 0 of 1 -> mean (2/3 + 0) / 2 = 1/3
+    split = EvalSplit(users=np.arange(2), histories=np.zeros((2, 1), np.int32),
+                      history_lengths=np.ones(2, np.int32), targets=np.array([3, 4, 4, 7]),
+                      target_offsets=np.array([0, 3, 4]), user_features=np.zeros((2, 0)))
+    retrieved = np.array([[4, 9, 0], [1, 0, 0]])
+    assert candidate_recall(retrieved, split) == pytest.approx(1 / 3)

@@ -132,3 +132,24 @@ def test_resuming_with_other_flags_is_refused(tmp_path, data_dir, ml100k_raw_dir
                               "--learning_rate=0.01"], out, data_dir, ml100k_raw_dir)
     assert again.returncode != 0
     assert "learning_rate: 0.001 -> 0.01" in again.stderr and "--output_dir" in again.stderr
+
+
+@pytest.mark.parametrize("ablation", ["full", "-u2u"])
+def test_mic_run_evaluates_through_cross_channel_inference(tmp_path, data_dir, ml100k_raw_dir,
+                                                           ablation):
+    args = ["--dataset=ml-100k", "--encoder=comirec_sa", "--plugin=mic", f"--ablation={ablation}",
+            "--batch_size=64", "--embedding_dim=16", "--max_steps=40", "--eval_every=20",
+            "--mining_every=20", "--verbose=2"]
+    result = run(args, tmp_path / "mic", data_dir, ml100k_raw_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mined neighbours of 754 users and 1349 items" in result.stderr
+    metrics = json.loads((tmp_path / "mic" / "metrics.json").read_text())
+    channels = {k for k in metrics["test"] if k.startswith("candidate_recall_")}
+    expected = {"u2i", "u2u", "i2i"} - ({"u2u"} if ablation == "-u2u" else set())
+    assert channels == {f"candidate_recall_{c}" for c in expected}
+    for k in channels:
+        assert 0 < metrics["test"][k] <= 1
+    # the ranked lists still come from the channels' union: every item is a real item id
+    recs = [json.loads(line) for line in (tmp_path / "mic" / "recommendations.jsonl")
+            .read_text().splitlines()]
+    assert len(recs) == 95 and all(len(r["items"]) == 50 for r in recs)
