@@ -313,3 +313,21 @@ def test_candidate_recall_counts_targets_found_per_user():
                       target_offsets=np.array([0, 3, 4]), user_features=np.zeros((2, 0)))
     retrieved = np.array([[4, 9, 0], [1, 0, 0]])
     assert candidate_recall(retrieved, split) == pytest.approx(1 / 3)
+
+
+def test_pruned_greedy_pick_equals_the_full_scan():
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        b, c, n = rng.integers(1, 5), rng.integers(1, 300), rng.integers(1, 40)
+        base = rng.normal(scale=rng.choice([0.01, 0.1, 1.0]), size=(b, c))
+        if trial % 3 == 0:
+            base = np.round(base, 1)  # many ties
+        cands = rng.choice(np.arange(1, 4000), size=(b, c))
+        cands[rng.random((b, c)) < 0.2] = 0
+        cands = np.sort(cands, axis=1)
+        cats = rng.integers(0, 5, (b, c))
+        lam = float(rng.choice([0.0, 0.2, 1.0, -0.3]))
+        full = greedy_pick(base, cands, cats, n, lam, prune=False)
+        pruned = greedy_pick(base, cands, cats, n, lam, prune=True)
+        np.testing.assert_array_equal(pruned[0], full[0])
+        np.testing.assert_allclose(pruned[1], full[1])

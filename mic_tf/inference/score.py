@@ -145,8 +145,32 @@ def count_softmax(counts: np.ndarray) -> np.ndarray:
     return e / np.maximum(total, 1e-300)
 
 
+def _prune(base, cands, categories, top_n: int, lam_div: float):
+    """Drops candidates that cannot be among the first `top_n` picks (exact, not a heuristic).
+
+    The diversity term lies in [0, 1] (times lam_div). While fewer than `top_n` items are picked, at least one
+    of the `top_n` best-by-`base` candidates is still available, with a total >= the row's
+    `top_n`-th best base B_N; so a candidate whose base + lam_div < B_N is never picked. Kept
+    candidates stay in ascending-id order, so ties still go to the smaller id.
+    """
+    valid = cands != 0
+    c = cands.shape[1]
+    if c <= top_n:
+        return base, cands, categories
+    masked = np.where(valid, base, -np.inf)
+    kth = -np.partition(-masked, top_n - 1, axis=1)[:, top_n - 1:top_n]  # B_N per row
+    keep = valid & (masked >= kth - abs(lam_div))  # |lam_div| also covers a negative weight
+    width = int(keep.sum(axis=1).max())
+    if width >= c:
+        return base, cands, categories
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+    kept = np.take_along_axis(keep, order, 1)
+    return (np.take_along_axis(base, order, 1), np.where(kept, np.take_along_axis(cands, order, 1), 0),
+            np.take_along_axis(categories, order, 1))
+
+
 def greedy_pick(base: np.ndarray, cands: np.ndarray, categories: np.ndarray, top_n: int,
-                lam_div: float) -> tuple[np.ndarray, np.ndarray]:
+                lam_div: float, prune: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Picks top_n items per row, one at a time, adding lam_div * diversity (vectorised over B).
 
     Args:
@@ -156,10 +180,13 @@ def greedy_pick(base: np.ndarray, cands: np.ndarray, categories: np.ndarray, top
       categories: `[B, C]` category of each candidate.
       top_n: N.
       lam_div: weight of the diversity term.
+      prune: first drop candidates that provably cannot be picked (same result, faster).
 
     Returns:
       `[B, N]` picked ids (0 = empty) and `[B, N]` their scores at pick time (-inf empty).
     """
+    if prune:
+        base, cands, categories = _prune(base, cands, categories, top_n, lam_div)
     b, c = cands.shape
     available = cands != 0
     same = np.zeros((b, c), np.int64)  # picked items sharing each candidate's category
