@@ -23,13 +23,12 @@ from experiments import common_flags, defaults  # noqa: E402
 from mic_tf.data.pipeline import SAMPLERS  # noqa: E402
 from mic_tf.errors import MicError  # noqa: E402
 from mic_tf.models.encoders import ENCODERS  # noqa: E402
+from mic_tf.mic.model import ABLATIONS  # noqa: E402
 from mic_tf.models.losses import BASIC_LOSSES  # noqa: E402
-
-ABLATIONS = ("full", "-uu", "-ui", "-ii", "-perturbation", "-mining", "-u2u", "-u2i", "-i2i")
 
 flags.DEFINE_enum("encoder", "gru4rec", sorted(ENCODERS), "User-tower encoder.")
 flags.DEFINE_enum("plugin", "none", ["none", "mic"], "`mic` adds the MIC plugin (X + MIC).")
-flags.DEFINE_enum("ablation", "full", ABLATIONS, "MIC ablation (paper Table 4).")
+flags.DEFINE_enum("ablation", "full", list(ABLATIONS), "MIC ablation (paper Table 4).")
 flags.DEFINE_enum("basic_loss", "sampled_softmax", BASIC_LOSSES, "Basic retrieval loss.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, sampling and negatives.")
 flags.DEFINE_string("output_dir", None, "Run folder (default runs/DATASET/ENCODER-PLUGIN-sSEED).")
