@@ -12,6 +12,7 @@ import numpy as np
 
 from mic_tf.evaluation.retrieval import ItemIndex, _sort_by_score
 from mic_tf.inference.datastore import Datastore, l2_normalize, reduce_users
+from mic_tf.utils.vectors import drop_self
 
 
 def u2i(ds: Datastore, queries: np.ndarray, k1: int) -> np.ndarray:
@@ -119,9 +120,6 @@ def i2i(ds: Datastore, histories: np.ndarray, m: int, m3: int) -> np.ndarray:
     _, nbrs = ds.search_items(ds.item_vectors[uniq], m3 + 1)  # [Q, m3 + 1] (row for 0 unused)
     if nbrs.shape[1] < m3 + 1:
         nbrs = np.pad(nbrs, ((0, 0), (0, m3 + 1 - nbrs.shape[1])))
-    is_self = nbrs == uniq[:, None]
-    drop = is_self | (~is_self.any(axis=1, keepdims=True) & (np.arange(m3 + 1) == m3))
-    order = np.argsort(drop, axis=1, kind="stable")[:, :m3]
-    nbrs = np.take_along_axis(nbrs, order, 1)
+    nbrs = drop_self(nbrs, uniq)
     nbrs[uniq == 0] = 0
     return nbrs[inverse].reshape(b, width * m3) if b else np.zeros((0, width * m3), np.int64)

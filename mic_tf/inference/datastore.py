@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 
 from mic_tf.utils.io import atomic_dir
+from mic_tf.utils.vectors import l2_normalize  # noqa: F401  (re-exported by mic_tf.inference)
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 _FORMAT_VERSION = 1
@@ -36,12 +37,6 @@ _DEFAULT_PARAMS = {
     "ivf": {"nlist": None, "nprobe": 16},  # nlist None -> ~4 sqrt(n), capped by n
     "hnsw": {"M": 32, "efSearch": 128, "efConstruction": 200},
 }
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation over the last axis (zero rows stay zero), float32."""
-    x = np.asarray(x, dtype=np.float32)
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def reduce_users(vectors: np.ndarray) -> np.ndarray:

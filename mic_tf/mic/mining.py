@@ -17,6 +17,9 @@ import faiss
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
+from mic_tf.utils.vectors import drop_self
+from mic_tf.utils.vectors import l2_normalize as normalize
+
 
 @dataclasses.dataclass
 class MiningConfig:
@@ -42,11 +45,6 @@ class MinedNeighbours:
     user_items: np.ndarray  # [U, X] items retrieved by each user in the joint space
     item_users: np.ndarray  # [N + 1, X] users retrieved by each item in the joint space
     seconds: dict
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _index(base: np.ndarray, exact_limit: int, seed: int):
@@ -78,14 +76,7 @@ def search(queries: np.ndarray, base: np.ndarray, k: int, exact_limit: int = 500
     step = max(batch_size, 128000 // base.shape[1])  # Faiss' BLAS kernel needs big batches
     for lo in range(0, len(queries), step):
         _, out[lo:lo + step] = index.search(queries[lo:lo + step], k + extra)
-    if not exclude_self:
-        return out
-    rows = np.arange(len(queries))[:, None]
-    is_self = out == rows
-    # Drop self where it was found, else the last column; a stable sort keeps the order.
-    drop = is_self | (~is_self.any(axis=1, keepdims=True) & (np.arange(k + 1) == k))
-    order = np.argsort(drop, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(out, order, axis=1)
+    return drop_self(out, np.arange(len(queries))) if exclude_self else out
 
 
 def kmeanspp_labels(x: np.ndarray, num_clusters: int, iterations: int, max_points: int,
