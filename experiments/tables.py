@@ -33,7 +33,10 @@ def run_job(args: list[str], out_dir: Path, log) -> float:
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if result.returncode != 0:
         raise RuntimeError(f"run failed (exit {result.returncode}); see {out_dir / 'run.log'}")
-    return time.time() - start
+    seconds = time.time() - start
+    # Wall time of the (last) attempt, for the reports' budget lines; not part of metrics.json.
+    (out_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
+    return seconds
 
 
 def load_test_metrics(out_dir: Path) -> dict:

@@ -9,7 +9,7 @@ import pytest
 from mic_tf.evaluation.retrieval import ItemIndex
 from mic_tf.inference import CrossChannelInference, Datastore, InferenceConfig, recommend
 from mic_tf.inference import channels
-from mic_tf.inference.score import count_candidates, count_softmax, greedy_pick
+from mic_tf.inference.score import count_candidates, count_softmax, greedy_pick, greedy_pick_one
 
 # --------------------------------------------------------------------------- hand-built datastore
 # D = 2, N = 5 unit item vectors; pairwise cosines:
@@ -331,3 +331,33 @@ def test_pruned_greedy_pick_equals_the_full_scan():
         pruned = greedy_pick(base, cands, cats, n, lam, prune=True)
         np.testing.assert_array_equal(pruned[0], full[0])
         np.testing.assert_allclose(pruned[1], full[1])
+
+
+def test_single_row_greedy_pick_equals_the_batch_scan():
+    """The heap-per-pick-count pick of one row (online path) equals the vectorised full scan."""
+    rng = np.random.default_rng(6)
+    for trial in range(300):
+        c, n = int(rng.integers(1, 300)), int(rng.integers(1, 60))
+        base = rng.normal(scale=rng.choice([0.01, 0.1, 1.0]), size=c)
+        if trial % 3 == 0:
+            base = np.round(base, 1)  # many ties, within and across categories
+        cands = np.sort(rng.choice(np.arange(1, 4000), size=c, replace=False))
+        cands[rng.random(c) < 0.2] = 0
+        order = np.argsort(cands == 0, kind="stable")  # padding at the end, ids ascending
+        base, cands = base[order], cands[order]
+        cats = rng.integers(0, int(rng.choice([1, 3, 20])), c)
+        lam = float(rng.choice([0.0, 0.2, 1.0, -0.3]))
+        full = greedy_pick(base[None], cands[None], cats[None], n, lam, prune=False)
+        one = greedy_pick_one(base, cands, cats, n, lam)
+        np.testing.assert_array_equal(one[0], full[0][0])
+        np.testing.assert_array_equal(one[1], full[1][0])
+
+
+def test_single_row_greedy_pick_hand():
+    # base .9 (cat 1), .85 (cat 1), .8 (cat 2), lam .2: t0 picks 1 (.9 + .2); t1: item 2 gives
+    # .85 + .2 * 0 = .85, item 3 gives .8 + .2 * 1 = 1.0 -> 3; t2: item 2 gives .85 + .2 * 1/2.
+    items, scores = greedy_pick_one(np.array([.9, .85, .8, 0.]), np.array([1, 2, 3, 0]),
+                                    np.array([1, 1, 2, 0]), 4, 0.2)
+    np.testing.assert_array_equal(items, [1, 3, 2, 0])
+    np.testing.assert_allclose(scores[:3], [1.1, 1.0, 0.95])
+    assert scores[3] == -np.inf

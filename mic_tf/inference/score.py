@@ -207,8 +207,75 @@ def greedy_pick(base: np.ndarray, cands: np.ndarray, categories: np.ndarray, top
     return items, scores
 
 
-def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None = None
-              ) -> InferenceResult:
+def greedy_pick_one(base: np.ndarray, cands: np.ndarray, categories: np.ndarray, top_n: int,
+                    lam_div: float) -> tuple[np.ndarray, np.ndarray]:
+    """`greedy_pick` for ONE row, in O(N * distinct-pick-counts) Python steps (online serving).
+
+    Within a category every candidate gets the same diversity term, so only each category's best
+    remaining candidate (largest base, then smallest id) can be picked; categories from which k
+    items were already picked all carry the same term `(t - k) / t`, so per k a heap of category
+    heads gives the best one. A step compares one head per distinct k (at most ~sqrt(2N) of them)
+    instead of scanning every candidate. Same float arithmetic and tie rule (smaller id) as
+    `greedy_pick`, so the picks and scores are identical (tested).
+
+    Args:
+      base: `[C]` float64; cands: `[C]` ids (0 = padding); categories: `[C]`.
+
+    Returns:
+      `[N]` picked ids (0 = empty) and `[N]` scores at pick time (-inf empty).
+    """
+    import heapq
+
+    real = cands != 0
+    base, cands, categories = base[real], cands[real], categories[real]
+    order = np.lexsort((cands, -base, categories))  # by category, then best base, then id
+    base_l, cand_l = base[order].tolist(), cands[order].tolist()
+    cat_sorted = categories[order]
+    starts = np.flatnonzero(np.r_[True, cat_sorted[1:] != cat_sorted[:-1]]) if len(order) else []
+    ends = list(starts[1:]) + [len(order)] if len(order) else []
+    # groups[k]: heap of (-head base, head id, category slot) for categories with k picks
+    groups = {0: [(-base_l[s], cand_l[s], g) for g, s in enumerate(starts)]}
+    heapq.heapify(groups[0])
+    head = [int(s) for s in starts]
+    items = np.zeros(top_n, np.int64)
+    scores = np.full(top_n, -np.inf)
+    for t in range(top_n):
+        best = None
+        for k, heap in groups.items():
+            if heap:
+                neg_b, cid, g = heap[0]
+                total = -neg_b + lam_div * (1.0 if t == 0 else (t - k) / t)
+                if best is None or total > best[0] or (total == best[0] and cid < best[1]):
+                    best = (total, cid, k, g)
+        if best is None:
+            break
+        total, cid, k, g = best
+        heapq.heappop(groups[k])
+        items[t], scores[t] = cid, total
+        head[g] += 1
+        if head[g] < ends[g]:
+            heapq.heappush(groups.setdefault(k + 1, []), (-base_l[head[g]], cand_l[head[g]], g))
+    return items, scores
+
+
+def _score_candidates(ds: Datastore, q: np.ndarray, h: np.ndarray, cfg: InferenceConfig):
+    """The channels, the counts and `cos + lam_mic * softmax(s)` of a validated batch."""
+    retrieved = {}
+    if cfg.use_u2i:
+        retrieved["u2i"] = channels.u2i(ds, q, cfg.top_n if cfg.k1 is None else cfg.k1)
+    if cfg.use_u2u:
+        retrieved["u2u"] = channels.u2u(ds, q, cfg.m1, cfg.m2)[0]
+    if cfg.use_i2i:
+        retrieved["i2i"] = channels.i2i(ds, h, cfg.m, cfg.m3)
+    cands, counts = count_candidates(np.concatenate(list(retrieved.values()), axis=1))
+    base = basic_scores(ds, q, cands, cfg.score_batch).astype(np.float64)
+    if cfg.lam_mic:
+        base = base + cfg.lam_mic * count_softmax(counts)
+    return retrieved, cands, counts, base
+
+
+def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None = None,
+              online: bool = False) -> InferenceResult:
     """Cross-channel recommendation for a batch of query users.
 
     Args:
@@ -216,6 +283,8 @@ def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None 
       queries: `[B, D]` or `[B, K, D]` query-user vectors e_u (normalised here).
       histories: `[B, L]` item ids, right-padded with 0 (L may be 0).
       config: channel switches, sizes and lambdas (defaults: MIC, spec 4).
+      online: pick each row with `greedy_pick_one` (fewer steps for one user; same result)
+        instead of the vectorised scan (fewer steps per user for a batch).
 
     Returns:
       An `InferenceResult` with the ranked `[B, N]` items and the per-channel retrievals.
@@ -232,18 +301,15 @@ def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None 
         raise ValueError("queries hold NaN or inf values")
     if len(h) and h.size and (h.min() < 0 or h.max() > ds.num_items):
         raise ValueError(f"history ids must be in 0..{ds.num_items}")
-    retrieved = {}
-    if cfg.use_u2i:
-        retrieved["u2i"] = channels.u2i(ds, q, cfg.top_n if cfg.k1 is None else cfg.k1)
-    if cfg.use_u2u:
-        retrieved["u2u"] = channels.u2u(ds, q, cfg.m1, cfg.m2)[0]
-    if cfg.use_i2i:
-        retrieved["i2i"] = channels.i2i(ds, h, cfg.m, cfg.m3)
-    cands, counts = count_candidates(np.concatenate(list(retrieved.values()), axis=1))
-    base = basic_scores(ds, q, cands, cfg.score_batch).astype(np.float64)
-    if cfg.lam_mic:
-        base = base + cfg.lam_mic * count_softmax(counts)
-    items, scores = greedy_pick(base, cands, ds.item_category[cands], cfg.top_n, cfg.lam_div)
+    retrieved, cands, counts, base = _score_candidates(ds, q, h, cfg)
+    categories = ds.item_category[cands]
+    if online:
+        picked = [greedy_pick_one(base[r], cands[r], categories[r], cfg.top_n, cfg.lam_div)
+                  for r in range(len(cands))]
+        items = np.stack([p[0] for p in picked]).reshape(len(cands), cfg.top_n)
+        scores = np.stack([p[1] for p in picked]).reshape(len(cands), cfg.top_n)
+    else:
+        items, scores = greedy_pick(base, cands, categories, cfg.top_n, cfg.lam_div)
     return InferenceResult(items, scores, cands, counts, retrieved)
 
 
@@ -277,5 +343,5 @@ class CrossChannelInference:
         """
         q = np.asarray(query, dtype=np.float32)[None]
         h = np.asarray(history, dtype=np.int64).reshape(1, -1)
-        result = recommend(self.datastore, q, h, self.config)
+        result = recommend(self.datastore, q, h, self.config, online=True)
         return result.items[0], result.scores[0]
