@@ -218,9 +218,12 @@ def test_defaults_match_oracle():
     np.testing.assert_array_equal(res.items, oracle(ds, q, h, cfg))
 
 
+@pytest.mark.parametrize("table", [False, True])
 @pytest.mark.parametrize("k", [None, 2])
-def test_single_user_path_identical(k):
+def test_single_user_path_identical(k, table):
     ds = random_store(5)
+    if table:
+        ds.build_item_neighbours(7)
     q, h = queries(6, 8, k=k)
     h[0] = 0  # empty history
     h[1, 1:] = 0  # history of length 1
@@ -361,3 +364,26 @@ def test_single_row_greedy_pick_hand():
     np.testing.assert_array_equal(items, [1, 3, 2, 0])
     np.testing.assert_allclose(scores[:3], [1.1, 1.0, 0.95])
     assert scores[3] == -np.inf
+
+
+def test_precomputed_i2i_table_hand_and_same_as_search(tmp_path):
+    ds = hand_store()
+    table = ds.build_item_neighbours(2)
+    # item 1 -> 2 (.8), 3 (.6); item 3 -> 2 (.96), 4 (.8); row 0 (padding) empty
+    assert table.shape == (6, 2) and table[0].tolist() == [0, 0]
+    assert table[1].tolist() == [2, 3] and table[3].tolist() == [2, 4]
+    assert channels.i2i(ds, np.array([[1, 3, 0], [4, 0, 0]]), 2, 2).tolist() == \
+        [[2, 3, 2, 4], [3, 2, 0, 0]]
+    # a wider table serves any M3 up to its width, identically to the on-the-fly search
+    big = random_store(11, n=300, u=50)
+    _, h = queries(12, 9, n=300)
+    searched = {m3: channels.i2i(big, h, 5, m3) for m3 in (1, 7, 20)}
+    big.build_item_neighbours(20, batch=64)
+    for m3, expected in searched.items():
+        np.testing.assert_array_equal(channels.i2i(big, h, 5, m3), expected)
+    assert not (big.item_neighbours[1:] == np.arange(1, 301)[:, None]).any()  # never itself
+    # persisted with the datastore and read back; a table narrower than M3 falls back to search
+    loaded = Datastore.load(big.save(tmp_path / "s"), use_gpu=False)
+    np.testing.assert_array_equal(loaded.item_neighbours, big.item_neighbours)
+    big.build_item_neighbours(3)
+    np.testing.assert_array_equal(channels.i2i(big, h, 5, 7), searched[7])

@@ -97,7 +97,9 @@ def last_items(histories: np.ndarray, m: int) -> np.ndarray:
 def i2i(ds: Datastore, histories: np.ndarray, m: int, m3: int) -> np.ndarray:
     """I2I: for each of the last `m` history items, its `m3` most similar items (itself excluded).
 
-    The distinct items of the batch are searched once (m3 + 1 neighbours each); the item itself
+    With a precomputed table (`Datastore.build_item_neighbours`, width >= m3) the neighbours are
+    read from it; otherwise the distinct items of the batch are searched once (m3 + 1 neighbours
+    each); the item itself
     is dropped where found, otherwise the last neighbour is dropped, so each item gives
     min(m3, N - 1) neighbours. A repeated history item is retrieved once per occurrence.
 
@@ -115,6 +117,9 @@ def i2i(ds: Datastore, histories: np.ndarray, m: int, m3: int) -> np.ndarray:
     m3 = min(max(m3, 0), ds.num_items - 1)
     if width == 0 or m3 == 0:
         return np.zeros((b, 0), np.int64)
+    table = ds.item_neighbours
+    if table is not None and table.shape[1] >= m3:  # precomputed (serving): a row gather
+        return table[recent, :m3].astype(np.int64).reshape(b, width * m3)
     uniq, inverse = np.unique(recent, return_inverse=True)
     inverse = inverse.reshape(recent.shape)
     _, nbrs = ds.search_items(ds.item_vectors[uniq], m3 + 1)  # [Q, m3 + 1] (row for 0 unused)

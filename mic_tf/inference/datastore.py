@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 
 from mic_tf.utils.io import atomic_dir
+from mic_tf.utils.vectors import drop_self
 from mic_tf.utils.vectors import l2_normalize  # noqa: F401  (re-exported by mic_tf.inference)
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
@@ -172,6 +173,7 @@ class Datastore:
         if self.item_category.shape != (self.num_items + 1,):
             raise ValueError(f"item_category must be [N + 1 = {self.num_items + 1}], got "
                              f"{self.item_category.shape}")
+        self.item_neighbours = None  # optional [N + 1, W] I2I table, see build_item_neighbours
         if _indexes is None:
             self._users = _Index.build(self.user_vectors, index_type, dict(self.index_params),
                                        use_gpu)
@@ -197,6 +199,27 @@ class Datastore:
         (-1 when missing)."""
         return self._users.search(queries, min(int(k), self.num_users))
 
+    def build_item_neighbours(self, width: int, batch: int = 65536) -> np.ndarray:
+        """Precomputes every item's `width` nearest items (itself excluded), `[N + 1, width]`.
+
+        Online serving then reads I2I neighbours from this table instead of searching M item
+        vectors per request (`channels.i2i` uses it whenever `width >= M3`). It is the same search
+        as the on-the-fly path (`width + 1` neighbours, self dropped), done once in big batches.
+        Row 0 (padding) is all 0; missing neighbours of an approximate index are 0.
+        """
+        width = min(int(width), self.num_items - 1)
+        if width < 0:
+            raise ValueError("width must be >= 0")
+        table = np.zeros((self.num_items + 1, width), np.int32)
+        for lo in range(1, self.num_items + 1, batch):
+            ids = np.arange(lo, min(lo + batch, self.num_items + 1))
+            _, nbrs = self.search_items(self.item_vectors[ids], width + 1)
+            if nbrs.shape[1] < width + 1:
+                nbrs = np.pad(nbrs, ((0, 0), (0, width + 1 - nbrs.shape[1])))
+            table[ids] = drop_self(nbrs, ids)
+        self.item_neighbours = table
+        return table
+
     # ------------------------------------------------------------------ persistence
     def settings(self) -> dict:
         return {"format_version": _FORMAT_VERSION, "index_type": self.index_type,
@@ -209,13 +232,16 @@ class Datastore:
         """Writes the datastore to `folder` atomically (temp folder, then rename).
 
         Files: user_vectors.npy, item_vectors.npy, history_items.npy, history_offsets.npy,
-        item_category.npy, users.faiss, items.faiss (CPU copies) and datastore.json (settings).
+        item_category.npy, users.faiss, items.faiss (CPU copies), datastore.json (settings) and,
+        when built, item_neighbours.npy (the I2I table).
         """
         folder = Path(folder)
         with atomic_dir(folder) as tmp:
             for name in ("user_vectors", "item_vectors", "history_items", "history_offsets",
                          "item_category"):
                 np.save(tmp / f"{name}.npy", getattr(self, name))
+            if self.item_neighbours is not None:
+                np.save(tmp / "item_neighbours.npy", self.item_neighbours)
             for name, idx in (("users", self._users), ("items", self._items)):
                 cpu = faiss.index_gpu_to_cpu(idx.index) if idx.on_gpu else idx.cpu_index
                 faiss.write_index(cpu, str(tmp / f"{name}.faiss"))
@@ -238,7 +264,14 @@ class Datastore:
                   ("user_vectors", "item_vectors", "history_items", "history_offsets",
                    "item_category")}
         indexes = [faiss.read_index(str(folder / f"{name}.faiss")) for name in ("users", "items")]
-        return cls(arrays["user_vectors"], arrays["item_vectors"], arrays["history_items"],
-                   arrays["history_offsets"], arrays["item_category"],
-                   index_type=meta["index_type"], index_params=meta["index_params"],
-                   use_gpu=use_gpu, _indexes=indexes)
+        ds = cls(arrays["user_vectors"], arrays["item_vectors"], arrays["history_items"],
+                 arrays["history_offsets"], arrays["item_category"],
+                 index_type=meta["index_type"], index_params=meta["index_params"],
+                 use_gpu=use_gpu, _indexes=indexes)
+        table = folder / "item_neighbours.npy"
+        if table.exists():
+            ds.item_neighbours = np.load(table)
+            if ds.item_neighbours.shape[0] != ds.num_items + 1:
+                raise ValueError(f"{table} has {ds.item_neighbours.shape[0]} rows, expected "
+                                 f"{ds.num_items + 1}: rebuild it with build_item_neighbours")
+        return ds
