@@ -20,8 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from experiments.tables import (REPO, fmt, load_test_metrics, metric_names, paired_test,  # noqa
-                                run_job, summarise)
+from experiments.tables import (QUICK_ARGS, REPO, default_runs_dir, fmt,  # noqa: E402
+                                load_test_metrics, metric_names, paired_test, run_jobs, seed_args,
+                                summarise)
 
 flags.DEFINE_string("dataset", "ml-100k", "Dataset.")
 flags.DEFINE_list("encoders", ["youtube_dnn", "gru4rec", "comirec_dr", "comirec_sa"], "Encoders.")
@@ -38,25 +39,17 @@ SHOWN = ("recall", "ndcg", "hit_rate")
 
 def run_grid(log) -> dict:
     seeds = [int(s) for s in FLAGS.seeds][:1 if FLAGS.quick else None]
-    runs = Path(FLAGS.runs_dir) if FLAGS.runs_dir else REPO / "runs" / "table1" / FLAGS.dataset
-    if FLAGS.quick:
-        runs = runs.with_name(runs.name + "-quick")
-    results = {}
+    runs = default_runs_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.quick)
+    jobs = {}
     for seed in seeds:
-        split_seed = 1230 + seed
-        data_dir = REPO / "datasets" / "data" / f"split-{split_seed}"
         for encoder in FLAGS.encoders:
             for plugin in PLUGINS:
-                args = [f"--dataset={FLAGS.dataset}", f"--encoder={encoder}", f"--plugin={plugin}",
-                        f"--seed={seed}", f"--split_seed={split_seed}", f"--data_dir={data_dir}",
-                        *FLAGS.extra_args]
-                if FLAGS.quick:
-                    args += ["--max_steps=40", "--eval_every=20", "--mining_every=20",
-                             "--batch_size=64"]
-                out = runs / f"{encoder}-{plugin}-s{seed}"
-                run_job(args, out, log)
-                results[encoder, plugin, seed] = load_test_metrics(out)
-    return results
+                args = [*seed_args(FLAGS.dataset, seed), f"--encoder={encoder}",
+                        f"--plugin={plugin}", *FLAGS.extra_args]
+                jobs[encoder, plugin, seed] = (args + (QUICK_ARGS if FLAGS.quick else []),
+                                               runs / f"{encoder}-{plugin}-s{seed}")
+    run_jobs(list(jobs.values()), log)
+    return {key: load_test_metrics(out) for key, (_, out) in jobs.items()}
 
 
 def write_tables(results: dict, path_csv, path_md) -> None:

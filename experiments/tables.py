@@ -4,6 +4,7 @@ aggregate their metrics.json files into long-form statistics with paired signifi
 from __future__ import annotations
 
 import json
+import fcntl
 import math
 import os
 import subprocess
@@ -19,24 +20,98 @@ METRICS = ("recall", "ndcg", "hit_rate", "diversity")
 CUTOFFS = (20, 50)
 
 
-def run_job(args: list[str], out_dir: Path, log) -> float:
-    """Runs `experiments/run.py` unless `out_dir/metrics.json` exists; returns seconds spent."""
+def run_job(args: list[str], out_dir: Path, log, wait: bool = True) -> bool:
+    """Runs `experiments/run.py` unless `out_dir/metrics.json` exists.
+
+    Runners may work on one grid from several processes (one per core): a run is claimed with
+    an exclusive lock on `out_dir/run.lock`. With `wait=False` a run another process holds is
+    left alone (returns False, retry later); with `wait=True` this waits for it.
+    """
     if (out_dir / "metrics.json").exists():
-        return 0.0
+        return True
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(REPO / "experiments" / "run.py"), *args,
-           f"--output_dir={out_dir}", "--verbose=2"]
-    log("running: " + " ".join(cmd[1:]))
-    start = time.time()
-    with open(out_dir / "run.log", "a") as f:
-        result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    if result.returncode != 0:
-        raise RuntimeError(f"run failed (exit {result.returncode}); see {out_dir / 'run.log'}")
-    seconds = time.time() - start
-    # Wall time of the (last) attempt, for the reports' budget lines; not part of metrics.json.
-    (out_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
-    return seconds
+    with open(out_dir / "run.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        if (out_dir / "metrics.json").exists():  # finished by the process we waited for
+            return True
+        cmd = [sys.executable, str(REPO / "experiments" / "run.py"), *args,
+               f"--output_dir={out_dir}", "--verbose=2"]
+        log("running: " + " ".join(cmd[1:]))
+        start = time.time()
+        with open(out_dir / "run.log", "a") as f:
+            result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        if result.returncode != 0:
+            raise RuntimeError(f"run failed (exit {result.returncode}); see {out_dir / 'run.log'}")
+        # Wall time of the (last) attempt, for the reports' budget lines; not in metrics.json.
+        (out_dir / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
+    return True
+
+
+def run_jobs(jobs: list[tuple[list[str], Path]], log) -> None:
+    """Runs every (args, out_dir) job; jobs another runner holds are done last (waiting)."""
+    deferred = [(args, out) for args, out in jobs if not run_job(args, out, log, wait=False)]
+    for args, out in deferred:
+        run_job(args, out, log, wait=True)
+
+
+QUICK_ARGS = ["--max_steps=40", "--eval_every=20", "--mining_every=20", "--batch_size=64"]
+
+
+def seed_args(dataset: str, seed: int) -> list[str]:
+    """run.py flags of one seed: it moves both the initialisation and the user split."""
+    split_seed = 1230 + seed
+    data_dir = REPO / "datasets" / "data" / f"split-{split_seed}"
+    return [f"--dataset={dataset}", f"--seed={seed}", f"--split_seed={split_seed}",
+            f"--data_dir={data_dir}"]
+
+
+def default_runs_dir(runs_dir, dataset: str, quick: bool) -> Path:
+    """Where Table 1, Table 4 and the figures keep their runs (shared: Table 4's `full` row and
+    the figures reuse Table 1's runs of the same seeds)."""
+    runs = Path(runs_dir) if runs_dir else REPO / "runs" / "table1" / dataset
+    return runs.with_name(runs.name + "-quick") if quick else runs
+
+
+def cached_json(path: Path, compute) -> dict:
+    """`compute()` once, cached as JSON at `path` (written atomically), so re-evaluations of
+    finished runs are skipped when a report is regenerated."""
+    from mic_tf.utils.io import atomic_write_json
+
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    atomic_write_json(path, value)
+    return value
+
+
+TRAINED_VARIANTS = ("full", "-uu", "-ui", "-ii", "-perturbation", "-mining")
+
+
+def variant_dir(runs: Path, encoder: str, variant: str, seed: int) -> Path:
+    """`baseline` = Table 1's `ENC-none-sS`, `full` = its `ENC-mic-sS`, a training ablation such
+    as `-uu` = `ENC-mic-uu-sS`."""
+    if variant == "baseline":
+        return runs / f"{encoder}-none-s{seed}"
+    return runs / f"{encoder}-mic{'' if variant == 'full' else variant}-s{seed}"
+
+
+def variant_jobs(dataset: str, encoder: str, seeds, runs: Path, quick: bool, extra_args,
+                 variants=("baseline",) + TRAINED_VARIANTS) -> dict:
+    """{(variant, seed): (run.py args, run dir)} of the trained variants of Table 4 / Figure 5."""
+    jobs = {}
+    for seed in seeds:
+        for variant in variants:
+            args = [*seed_args(dataset, seed), f"--encoder={encoder}",
+                    f"--plugin={'none' if variant == 'baseline' else 'mic'}", *extra_args]
+            if variant not in ("baseline", "full"):
+                args.append(f"--ablation={variant}")
+            jobs[variant, seed] = (args + (QUICK_ARGS if quick else []),
+                                   variant_dir(runs, encoder, variant, seed))
+    return jobs
 
 
 def load_test_metrics(out_dir: Path) -> dict:

@@ -387,3 +387,25 @@ def test_precomputed_i2i_table_hand_and_same_as_search(tmp_path):
     np.testing.assert_array_equal(loaded.item_neighbours, big.item_neighbours)
     big.build_item_neighbours(3)
     np.testing.assert_array_equal(channels.i2i(big, h, 5, 7), searched[7])
+
+
+def test_comirec_count_penalty_hand_and_pruned():
+    # ComiRec: base - coef * (picked items of the same category); coef .1:
+    # t0 item 1 (.9); t1 item 2 .85 - .1 = .75 < item 3 .8; t2 item 2 .75 > item 4 .5 - .1;
+    # t3 item 4 .5 - .2 = .3
+    items, scores = greedy_pick(np.array([[.9, .85, .8, .5]]), np.array([[1, 2, 3, 4]]),
+                                np.array([[1, 1, 2, 1]]), 4, 0.1, penalty="count")
+    assert items.tolist() == [[1, 3, 2, 4]]
+    np.testing.assert_allclose(scores, [[.9, .8, .75, .3]])
+    rng = np.random.default_rng(8)
+    for _ in range(100):
+        b, c, n = rng.integers(1, 4), rng.integers(1, 200), rng.integers(1, 30)
+        base = np.round(rng.normal(size=(b, c)), int(rng.integers(1, 4)))
+        cands = np.sort(rng.choice(np.arange(1, 1000), size=(b, c)), axis=1)
+        cats = rng.integers(0, 4, (b, c))
+        lam = float(rng.choice([0.05, 0.5, 2.0]))
+        full = greedy_pick(base, cands, cats, n, lam, prune=False, penalty="count")
+        pruned = greedy_pick(base, cands, cats, n, lam, prune=True, penalty="count")
+        np.testing.assert_array_equal(pruned[0], full[0])
+    with pytest.raises(ValueError, match="penalty"):
+        greedy_pick(base, cands, cats, 3, 0.1, penalty="ratio")

@@ -146,7 +146,7 @@ def count_softmax(counts: np.ndarray) -> np.ndarray:
     return e / np.maximum(total, 1e-300)
 
 
-def _prune(base, cands, categories, top_n: int, lam_div: float):
+def _prune(base, cands, categories, top_n: int, lam_div: float, penalty: str = "fraction"):
     """Drops candidates that cannot be among the first `top_n` picks (exact, not a heuristic).
 
     The diversity term lies in [0, 1] (times lam_div). While fewer than `top_n` items are picked, at least one
@@ -160,7 +160,8 @@ def _prune(base, cands, categories, top_n: int, lam_div: float):
         return base, cands, categories
     masked = np.where(valid, base, -np.inf)
     kth = -np.partition(-masked, top_n - 1, axis=1)[:, top_n - 1:top_n]  # B_N per row
-    keep = valid & (masked >= kth - abs(lam_div))  # |lam_div| also covers a negative weight
+    span = 1 if penalty == "fraction" else max(top_n - 1, 0)  # range of the diversity term
+    keep = valid & (masked >= kth - abs(lam_div) * span)  # |lam_div| covers a negative weight
     width = int(keep.sum(axis=1).max())
     if width >= c:
         return base, cands, categories
@@ -171,8 +172,13 @@ def _prune(base, cands, categories, top_n: int, lam_div: float):
 
 
 def greedy_pick(base: np.ndarray, cands: np.ndarray, categories: np.ndarray, top_n: int,
-                lam_div: float, prune: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                lam_div: float, prune: bool = True, penalty: str = "fraction"
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Picks top_n items per row, one at a time, adding lam_div * diversity (vectorised over B).
+
+    `penalty="fraction"` is MIC's term (spec 4): the share of picked items in other categories.
+    `penalty="count"` is ComiRec's controllable aggregation as coded in its evaluation:
+    `base - lam_div * (picked items in the same category)` (used for the baseline of Figure 4).
 
     Args:
       base: `[B, C]` float64 cos + lam_mic * Score_MIC.
@@ -182,12 +188,15 @@ def greedy_pick(base: np.ndarray, cands: np.ndarray, categories: np.ndarray, top
       top_n: N.
       lam_div: weight of the diversity term.
       prune: first drop candidates that provably cannot be picked (same result, faster).
+      penalty: "fraction" (MIC) or "count" (ComiRec).
 
     Returns:
       `[B, N]` picked ids (0 = empty) and `[B, N]` their scores at pick time (-inf empty).
     """
+    if penalty not in ("fraction", "count"):
+        raise ValueError(f"penalty must be 'fraction' or 'count', got {penalty!r}")
     if prune:
-        base, cands, categories = _prune(base, cands, categories, top_n, lam_div)
+        base, cands, categories = _prune(base, cands, categories, top_n, lam_div, penalty)
     b, c = cands.shape
     available = cands != 0
     same = np.zeros((b, c), np.int64)  # picked items sharing each candidate's category
@@ -195,7 +204,10 @@ def greedy_pick(base: np.ndarray, cands: np.ndarray, categories: np.ndarray, top
     items = np.zeros((b, top_n), np.int64)
     scores = np.full((b, top_n), -np.inf)
     for t in range(top_n):
-        div = 1.0 if t == 0 else (t - same) / t
+        if penalty == "count":
+            div = -same
+        else:
+            div = 1.0 if t == 0 else (t - same) / t
         total = np.where(available, base + lam_div * div, -np.inf)
         j = np.argmax(total, axis=1)
         ok = available[rows, j]

@@ -1,0 +1,190 @@
+"""Figures 4 and 5 of the paper on one encoder (ComiRec-SA by default), over seeds.
+
+    python experiments/figures.py                # ml-100k, comirec_sa, seeds 0-4
+    python experiments/figures.py --quick        # one seed, a few steps (the test suite's smoke)
+
+Figure 4 (accuracy vs diversity): test recall@50 against diversity@50 as the diversity weight
+sweeps, for (a) X + MIC through cross-channel inference (`lam_div`), (b) the baseline X with
+ComiRec's greedy coefficient (`score - coef * same-category picks`), and (c) the baseline's
+checkpoint through MIC's inference, which separates MIC's inference from its training.
+Figure 5 (representation geometry): test recall@50 against UI alignment, UU uniformity and II
+uniformity (Wang & Isola) for the baseline and every contrastive setting of Table 4.
+It trains the runs it needs (shared with table1.py / table4.py, skipped when finished) and caches
+every re-evaluation in the run's `reeval/`. Writes results/figure{4,5}_DATASET.{png,csv}.
+"""
+
+import csv
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments.tables import (REPO, TRAINED_VARIANTS, cached_json,  # noqa: E402
+                                default_runs_dir, load_test_metrics, run_jobs, variant_dir,
+                                variant_jobs)
+
+flags.DEFINE_string("dataset", "ml-100k", "Dataset.")
+flags.DEFINE_string("encoder", "comirec_sa", "Encoder (the paper's Figure 4: ComiRec-SA).")
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (each also moves the user split).")
+flags.DEFINE_string("runs_dir", None, "Runs folder, shared with table1.py / table4.py.")
+flags.DEFINE_string("results_dir", str(REPO / "results"), "Where the figures go.")
+flags.DEFINE_boolean("quick", False, "Smoke mode: first seed only, 40 steps, 3 sweep points.")
+flags.DEFINE_list("extra_args", [], "Extra run.py flags for every run (also Table 1's).")
+flags.DEFINE_list("lam_div", ["0", "0.05", "0.1", "0.2", "0.5", "1", "2"],
+                  "MIC's diversity weights (Figure 4).")
+flags.DEFINE_list("coef", ["0", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"],
+                  "ComiRec's greedy coefficients for the baseline (Figure 4).")
+FLAGS = flags.FLAGS
+
+REPR = ("ui_alignment", "uu_uniformity", "ii_uniformity")
+LINES = {"mic": "X + MIC (cross-channel, lam_div)",
+         "baseline": "X (U2I, ComiRec coef)",
+         "baseline_mic_inference": "X checkpoint, MIC inference (lam_div)"}
+
+
+def figure4_points(runs: Path, seeds, log) -> list[dict]:
+    from mic_tf.evaluation.checkpoint import evaluate_cross_channel, evaluate_u2i, load_run
+
+    rows = []
+    for seed in seeds:
+        for line, variant, grid in (("mic", "full", FLAGS.lam_div),
+                                    ("baseline", "baseline", FLAGS.coef),
+                                    ("baseline_mic_inference", "baseline", FLAGS.lam_div)):
+            folder = variant_dir(runs, FLAGS.encoder, variant, seed)
+            loaded = {}
+
+            def run():
+                if "run" not in loaded:
+                    loaded["run"] = load_run(folder)
+                return loaded["run"]
+
+            for value in grid:
+                def compute():
+                    r = run()
+                    if line == "baseline":
+                        return evaluate_u2i(r, coef=float(value))
+                    cfg = dataclasses.replace(r.config.inference, top_n=r.config.train.top_n,
+                                              lam_div=float(value), use_u2i=True, use_u2u=True,
+                                              use_i2i=True)
+                    return evaluate_cross_channel(r, cfg)
+                name = f"fig4-{line}-{float(value):g}.json"
+                m = cached_json(folder / "reeval" / name, compute)
+                rows.append({"line": line, "weight": float(value), "seed": seed,
+                             "recall@50": m["recall@50"], "diversity@50": m["diversity@50"]})
+            log(f"figure 4: {line} on {folder.name} done")
+    return rows
+
+
+def figure5_points(runs: Path, seeds, log) -> list[dict]:
+    from mic_tf.evaluation.checkpoint import load_run, representation_metrics
+
+    rows = []
+    for seed in seeds:
+        for variant in ("baseline",) + TRAINED_VARIANTS:
+            folder = variant_dir(runs, FLAGS.encoder, variant, seed)
+            geo = cached_json(folder / "reeval" / "representation-test.json",
+                              lambda: representation_metrics(load_run(folder)))
+            rows.append({"setting": variant, "seed": seed, **geo,
+                         "recall@50": load_test_metrics(folder)["recall@50"]})
+        log(f"figure 5: seed {seed} done")
+    return rows
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_figure4(rows, path: Path, n_seeds: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    styles = {"mic": ("tab:red", "o"), "baseline": ("black", "s"),
+              "baseline_mic_inference": ("tab:blue", "^")}
+    for line, label in LINES.items():
+        weights = sorted({r["weight"] for r in rows if r["line"] == line})
+        rec = [100 * np.mean([r["recall@50"] for r in rows
+                              if r["line"] == line and r["weight"] == w]) for w in weights]
+        div = [100 * np.mean([r["diversity@50"] for r in rows
+                              if r["line"] == line and r["weight"] == w]) for w in weights]
+        color, marker = styles[line]
+        ax.plot(rec, div, marker=marker, color=color, label=label)
+        for x, y, w in zip(rec, div, weights):
+            ax.annotate(f"{w:g}", (x, y), textcoords="offset points", xytext=(4, 3),
+                        fontsize=7, color=color)
+    ax.set_xlabel("Recall@50 (%)")
+    ax.set_ylabel("Diversity@50 (%)")
+    ax.set_title(f"Figure 4 on {FLAGS.dataset}: accuracy vs diversity, {FLAGS.encoder} "
+                 f"(test, mean of {n_seeds} seed(s); labels = weight)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_figure5(rows, path: Path, n_seeds: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    colors = dict(zip(settings, plt.get_cmap("tab10").colors))
+    titles = {"ui_alignment": "UI alignment (lower = closer positives)",
+              "uu_uniformity": "UU uniformity (lower = more uniform)",
+              "ii_uniformity": "II uniformity (lower = more uniform)"}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5), sharey=True)
+    for ax, key in zip(axes, REPR):
+        for s in settings:
+            xs = [r[key] for r in rows if r["setting"] == s]
+            ys = [100 * r["recall@50"] for r in rows if r["setting"] == s]
+            ax.errorbar(np.mean(xs), np.mean(ys), xerr=np.std(xs), yerr=np.std(ys), fmt="o",
+                        color=colors[s], capsize=3, label=s)
+            ax.annotate(s, (np.mean(xs), np.mean(ys)), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8, color=colors[s])
+        ax.set_xlabel(titles[key])
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Recall@50 (%)")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Figure 5 on {FLAGS.dataset}: representation geometry vs recall, "
+                 f"{FLAGS.encoder} (test, mean ± std over {n_seeds} seed(s))", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv):
+    del argv
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    seeds = [int(s) for s in FLAGS.seeds][:1 if FLAGS.quick else None]
+    if FLAGS.quick:
+        FLAGS.lam_div, FLAGS.coef = ["0", "0.2", "1"], ["0", "0.05", "0.5"]
+    runs = default_runs_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.quick)
+    jobs = variant_jobs(FLAGS.dataset, FLAGS.encoder, seeds, runs, FLAGS.quick, FLAGS.extra_args)
+    run_jobs(list(jobs.values()), log)
+    out = Path(FLAGS.results_dir)
+    suffix = "-quick" if FLAGS.quick else ""
+    rows4 = figure4_points(runs, seeds, log)
+    write_csv(rows4, out / f"figure4_{FLAGS.dataset}{suffix}.csv")
+    plot_figure4(rows4, out / f"figure4_{FLAGS.dataset}{suffix}.png", len(seeds))
+    rows5 = figure5_points(runs, seeds, log)
+    write_csv(rows5, out / f"figure5_{FLAGS.dataset}{suffix}.csv")
+    plot_figure5(rows5, out / f"figure5_{FLAGS.dataset}{suffix}.png", len(seeds))
+    print(out / f"figure4_{FLAGS.dataset}{suffix}.png")
+    print(out / f"figure5_{FLAGS.dataset}{suffix}.png")
+
+
+if __name__ == "__main__":
+    app.run(main)

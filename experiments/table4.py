@@ -1,0 +1,124 @@
+"""Table 4 of the paper: MIC's ablations on one encoder (ComiRec-SA by default), over seeds.
+
+    python experiments/table4.py                 # ml-100k, comirec_sa, seeds 0-4
+    python experiments/table4.py --quick         # one seed, a few steps (the test suite's smoke)
+
+Nine variants (spec 3.4): `full` and the five training ablations `-uu, -ui, -ii, -perturbation,
+-mining` are trained runs (`full` is Table 1's X + MIC run of the same seed, shared through the
+runs folder); `-u2u, -u2i, -i2i` drop one channel at inference, so they re-evaluate the `full`
+run's best checkpoint (the same trained model) with that channel removed. The baseline X (Table
+1's run) is shown above them for reference. A seed moves the initialisation and the user split,
+as in Table 1. Finished runs and re-evaluations are skipped (cached in each run's `reeval/`).
+Writes results/table4_DATASET.{csv,md}; csv columns `variant, metric, mean, std, n`.
+"""
+
+import csv
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from experiments.tables import (REPO, TRAINED_VARIANTS, cached_json,  # noqa: E402
+                                default_runs_dir, fmt, load_test_metrics, paired_test, run_jobs,
+                                summarise, variant_dir, variant_jobs)
+
+flags.DEFINE_string("dataset", "ml-100k", "Dataset.")
+flags.DEFINE_string("encoder", "comirec_sa", "Encoder (the paper: ComiRec).")
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (each also moves the user split).")
+flags.DEFINE_string("runs_dir", None, "Runs folder, shared with table1.py (default "
+                    "runs/table1/DATASET).")
+flags.DEFINE_string("results_dir", str(REPO / "results"), "Where the tables go.")
+flags.DEFINE_boolean("quick", False, "Smoke mode: first seed only, 40 steps, valid every 20.")
+flags.DEFINE_list("extra_args", [], "Extra run.py flags for every run (also Table 1's).")
+FLAGS = flags.FLAGS
+
+TRAINED = TRAINED_VARIANTS
+INFERENCE = ("-u2u", "-u2i", "-i2i")
+VARIANTS = TRAINED + INFERENCE
+METRICS = ("recall@50", "ndcg@50", "hit_rate@50", "diversity@50")
+
+
+def inference_ablation(full_dir: Path, variant: str) -> dict:
+    """Test metrics of the `full` checkpoint with one channel dropped (cached)."""
+    def compute():
+        from mic_tf.evaluation.checkpoint import evaluate_cross_channel, load_run
+        from mic_tf.inference.score import InferenceConfig
+
+        run = load_run(full_dir)
+        base = {**dataclasses.asdict(run.config.inference), "top_n": run.config.train.top_n}
+        for name in ("use_u2i", "use_u2u", "use_i2i"):
+            base.pop(name)
+        return evaluate_cross_channel(run, InferenceConfig.for_ablation(variant, **base))
+    return cached_json(full_dir / "reeval" / f"test{variant}.json", compute)
+
+
+def run_grid(log) -> dict:
+    seeds = [int(s) for s in FLAGS.seeds][:1 if FLAGS.quick else None]
+    runs = default_runs_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.quick)
+    jobs = variant_jobs(FLAGS.dataset, FLAGS.encoder, seeds, runs, FLAGS.quick,
+                        FLAGS.extra_args)
+    run_jobs(list(jobs.values()), log)
+    results = {key: load_test_metrics(out) for key, (_, out) in jobs.items()}
+    for seed in seeds:
+        full = variant_dir(runs, FLAGS.encoder, "full", seed)
+        for variant in INFERENCE:
+            log(f"re-evaluating {full} with {variant}")
+            results[variant, seed] = inference_ablation(full, variant)
+    return results
+
+
+def write_tables(results: dict, path_csv: Path, path_md: Path) -> None:
+    seeds = sorted({s for _, s in results})
+    rows = []
+    for variant in ("baseline",) + VARIANTS:
+        for metric in METRICS:
+            mean, std, n = summarise([results[variant, s][metric] for s in seeds])
+            rows.append({"variant": variant, "metric": metric, "mean": mean, "std": std, "n": n})
+    path_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(path_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["variant", "metric", "mean", "std", "n"])
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"# Table 4 on {FLAGS.dataset}: ablations of {FLAGS.encoder} + MIC (test split, %, "
+             f"mean ± std over {len(seeds)} seed(s): {', '.join(map(str, seeds))})", "",
+             "`baseline` is the encoder without MIC (ComiRec's U2I evaluation). Training "
+             "ablations are separate runs; `-u2u/-u2i/-i2i` re-evaluate the `full` checkpoint "
+             "with that inference channel dropped. Δ = change of the mean vs `full`; p = "
+             "two-sided paired t-test over seeds vs `full`.", "",
+             "| module | variant | " + " | ".join(METRICS) + " |",
+             "|---|---|" + "---|" * len(METRICS)]
+    module = {"baseline": "no MIC", "full": "full model", **{v: "contrastive loss"
+                                                          for v in TRAINED[1:]},
+              **{v: "inference channel" for v in INFERENCE}}
+    for variant in ("baseline",) + VARIANTS:
+        cells = []
+        for metric in METRICS:
+            vals = [results[variant, s][metric] for s in seeds]
+            cell = fmt(*summarise(vals)[:2])
+            if variant != "full":
+                full = [results["full", s][metric] for s in seeds]
+                p = paired_test(full, vals)
+                cell += f" (Δ {100 * (sum(vals) - sum(full)) / len(seeds):+.2f}"
+                cell += f", p={p:.3f})" if p == p else ")"
+            cells.append(cell)
+        lines.append(f"| {module[variant]} | {variant} | " + " | ".join(cells) + " |")
+    path_md.write_text("\n".join(lines) + "\n")
+
+
+def main(argv):
+    del argv
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    results = run_grid(log)
+    out = Path(FLAGS.results_dir)
+    suffix = "-quick" if FLAGS.quick else ""
+    write_tables(results, out / f"table4_{FLAGS.dataset}{suffix}.csv",
+                 out / f"table4_{FLAGS.dataset}{suffix}.md")
+    print(out / f"table4_{FLAGS.dataset}{suffix}.md")
+
+
+if __name__ == "__main__":
+    app.run(main)
