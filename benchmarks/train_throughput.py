@@ -33,7 +33,8 @@ flags.DEFINE_integer("embedding_dim", 64, "Embedding size.")
 flags.DEFINE_float("seconds", 30, "Timed training seconds.")
 flags.DEFINE_integer("warmup_steps", 20, "Untimed steps first.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
-flags.DEFINE_enum("optimizer", "adam", ["adam", "lazy_adam"], "Optimizer.")
+flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "Optimizer (auto: "
+                  "lazy_adam from 100k items).")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_integer("mining_every", 500, "MIC: steps between minings (their time is included).")
 flags.DEFINE_string("data_dir", "/tmp/mic_bench_data", "Processed-data cache.")
@@ -60,7 +61,7 @@ def main(argv):
 
     from mic_tf.experiment import ExperimentConfig, build_model, plugin_parts
     from mic_tf.data.pipeline import make_train_dataset
-    from mic_tf.training.trainer import TrainConfig, make_optimizer
+    from mic_tf.training.trainer import TrainConfig, make_optimizer, resolve_optimizer
 
     ds = load_data()
     train = TrainConfig(batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen, seed=FLAGS.seed,
@@ -72,7 +73,8 @@ def main(argv):
     cfg.validate()
     keras.utils.set_random_seed(FLAGS.seed)
     model = build_model(cfg, ds)
-    model.compile(optimizer=make_optimizer(FLAGS.optimizer, 1e-3), jit_compile=FLAGS.jit_compile)
+    optimizer = resolve_optimizer(FLAGS.optimizer, ds.num_items)
+    model.compile(optimizer=make_optimizer(optimizer, 1e-3), jit_compile=FLAGS.jit_compile)
     map_fn, callbacks = plugin_parts(cfg, ds, log=lambda msg: None)
     dataset = make_train_dataset(ds, batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen,
                                  seed=FLAGS.seed, sampler=FLAGS.sampler, map_fn=map_fn)
@@ -88,7 +90,7 @@ def main(argv):
               "basic_loss": FLAGS.basic_loss, "sampler": FLAGS.sampler,
               "batch_size": FLAGS.batch_size, "maxlen": FLAGS.maxlen,
               "embedding_dim": FLAGS.embedding_dim, "jit_compile": FLAGS.jit_compile,
-              "optimizer": FLAGS.optimizer,
+              "optimizer": optimizer,
               "steps": steps, "seconds": round(elapsed, 2),
               "examples_per_sec": round(steps * FLAGS.batch_size / elapsed, 1),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -74,7 +74,8 @@ flags.DEFINE_integer("m3", 50, "I2I: similar items per history item.")
 flags.DEFINE_float("lam_mic", 0.5, "Weight of Score_MIC (softmax of channel counts).")
 flags.DEFINE_float("lam_div", 0.2, "Weight of the greedy diversity term.")
 flags.DEFINE_enum("index_type", "flat", ["flat", "ivf", "hnsw"], "Faiss index of the datastores.")
-flags.DEFINE_enum("optimizer", "adam", ["adam", "lazy_adam"], "Adam, or Adam on the touched "
+flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "auto (LazyAdam from "
+                  "100k items, else Adam), Adam, or Adam on the touched "
                   "embedding rows only (fast on large catalogues).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (pinned and recorded).")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (same seed, same metrics).")

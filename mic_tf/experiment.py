@@ -184,6 +184,7 @@ def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | P
                          ds)
     info = {"encoder": cfg.encoder, "plugin": cfg.plugin, "ablation": cfg.ablation,
             "basic_loss": cfg.basic_loss, "jit_compile": cfg.train.jit_compile,
+            "optimizer": trainer.optimizer_name,
             "steps": state.evals_done * cfg.train.eval_every,
             "best_step": (state.best_eval + 1) * cfg.train.eval_every,
             "train_seconds_this_process": round(train_seconds, 1)}

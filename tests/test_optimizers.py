@@ -81,3 +81,13 @@ def test_lazy_adam_converges_like_adam_on_ml100k(tmp_path, ml100k_raw_dir):
         recall["lazy_adam", 0] - recall["lazy_adam", 1])
     assert dense > 0.17 and lazy > 0.17  # both well above MostPopular (valid ~0.12)
     assert abs(lazy - dense) <= max(0.03, seed_noise), recall
+
+
+def test_auto_optimizer_is_lazy_adam_only_for_large_catalogues():
+    from mic_tf.training.trainer import LAZY_ADAM_MIN_ITEMS, resolve_optimizer
+
+    assert resolve_optimizer("auto", 1349) == "adam"  # ml-100k: ComiRec's dense Adam
+    assert resolve_optimizer("auto", LAZY_ADAM_MIN_ITEMS) == "lazy_adam"
+    assert resolve_optimizer("adam", 10 ** 7) == "adam"  # an explicit choice is kept
+    assert isinstance(make_optimizer("auto", 1e-3, num_items=300_000), LazyAdam)
+    assert type(make_optimizer("auto", 1e-3, num_items=1000)) is keras.optimizers.Adam
