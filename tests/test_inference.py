@@ -261,6 +261,7 @@ def test_save_load_same_answers(tmp_path, index_type, params):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left behind
     loaded = Datastore.load(folder, use_gpu=False)
     assert loaded.index_type == index_type and loaded.index_params == ds.index_params
+    assert loaded.settings()["built_params"] == ds.settings()["built_params"]  # e.g. IVF nlist
     after = recommend(loaded, q, h, cfg)
     np.testing.assert_array_equal(after.items, before.items)
     np.testing.assert_array_equal(after.scores, before.scores)

@@ -268,6 +268,9 @@ class Datastore:
                  arrays["history_offsets"], arrays["item_category"],
                  index_type=meta["index_type"], index_params=meta["index_params"],
                  use_gpu=use_gpu, _indexes=indexes)
+        built = meta.get("built_params", {})  # e.g. the IVF nlist chosen at build time
+        ds._users.params = {**ds._users.params, **built.get("users", {})}
+        ds._items.params = {**ds._items.params, **built.get("items", {})}
         table = folder / "item_neighbours.npy"
         if table.exists():
             ds.item_neighbours = np.load(table)
