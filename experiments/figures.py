@@ -37,7 +37,7 @@ flags.DEFINE_boolean("quick", False, "Smoke mode: first seed only, 40 steps, 3 s
 flags.DEFINE_list("extra_args", [], "Extra run.py flags for every run (also Table 1's).")
 flags.DEFINE_list("lam_div", ["0", "0.05", "0.1", "0.2", "0.5", "1", "2"],
                   "MIC's diversity weights (Figure 4).")
-flags.DEFINE_list("coef", ["0", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"],
+flags.DEFINE_list("coef", ["0", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "2"],
                   "ComiRec's greedy coefficients for the baseline (Figure 4).")
 FLAGS = flags.FLAGS
 
