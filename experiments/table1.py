@@ -67,7 +67,7 @@ def write_tables(results: dict, path_csv, path_md) -> None:
         writer = csv.DictWriter(f, ["encoder", "plugin", "metric", "mean", "std", "n"])
         writer.writeheader()
         writer.writerows(rows)
-    cols = [f"{m}@{k}" for k in (20, 50) for m in SHOWN]
+    cols = [f"{m}@{k}" for k in (20, 50) for m in SHOWN] + ["diversity@50"]
     lines = [f"# Table 1 on {FLAGS.dataset}: X vs X + MIC (test split, %, mean ± std over "
              f"{len(seeds)} seed(s): {', '.join(map(str, seeds))})", "",
              "NDCG is the standard NDCG (`ndcg`); every row used the basic loss given by "
