@@ -33,6 +33,7 @@ flags.DEFINE_integer("embedding_dim", 64, "Embedding size.")
 flags.DEFINE_float("seconds", 30, "Timed training seconds.")
 flags.DEFINE_integer("warmup_steps", 20, "Untimed steps first.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_integer("steps_per_execution", 1, "Keras steps per tf.function call.")
 flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "Optimizer (auto: "
                   "lazy_adam from 100k items).")
 flags.DEFINE_integer("seed", 0, "Seed.")
@@ -74,7 +75,8 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     model = build_model(cfg, ds)
     optimizer = resolve_optimizer(FLAGS.optimizer, ds.num_items)
-    model.compile(optimizer=make_optimizer(optimizer, 1e-3), jit_compile=FLAGS.jit_compile)
+    model.compile(optimizer=make_optimizer(optimizer, 1e-3), jit_compile=FLAGS.jit_compile,
+                  steps_per_execution=FLAGS.steps_per_execution)
     map_fn, callbacks = plugin_parts(cfg, ds, log=lambda msg: None)
     dataset = make_train_dataset(ds, batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen,
                                  seed=FLAGS.seed, sampler=FLAGS.sampler, map_fn=map_fn)
@@ -90,7 +92,7 @@ def main(argv):
               "basic_loss": FLAGS.basic_loss, "sampler": FLAGS.sampler,
               "batch_size": FLAGS.batch_size, "maxlen": FLAGS.maxlen,
               "embedding_dim": FLAGS.embedding_dim, "jit_compile": FLAGS.jit_compile,
-              "optimizer": optimizer,
+              "optimizer": optimizer, "steps_per_execution": FLAGS.steps_per_execution,
               "steps": steps, "seconds": round(elapsed, 2),
               "examples_per_sec": round(steps * FLAGS.batch_size / elapsed, 1),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
