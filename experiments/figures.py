@@ -13,7 +13,6 @@ It trains the runs it needs (shared with table1.py / table4.py, skipped when fin
 every re-evaluation in the run's `reeval/`. Writes results/figure{4,5}_DATASET.{png,csv}.
 """
 
-import csv
 import dataclasses
 import os
 import sys
@@ -25,8 +24,8 @@ from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.tables import (REPO, TRAINED_VARIANTS, cached_json,  # noqa: E402
-                                default_runs_dir, load_test_metrics, run_jobs, variant_dir,
-                                variant_jobs)
+                                default_runs_dir, load_test_metrics, log, report_path, run_jobs,
+                                seeds_to_run, variant_dir, variant_jobs, write_csv)
 
 flags.DEFINE_string("dataset", "ml-100k", "Dataset.")
 flags.DEFINE_string("encoder", "comirec_sa", "Encoder (the paper's Figure 4: ComiRec-SA).")
@@ -95,14 +94,6 @@ def figure5_points(runs: Path, seeds, log) -> list[dict]:
     return rows
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def plot_figure4(rows, path: Path, n_seeds: int) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -167,23 +158,19 @@ def plot_figure5(rows, path: Path, n_seeds: int) -> None:
 
 def main(argv):
     del argv
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    seeds = [int(s) for s in FLAGS.seeds][:1 if FLAGS.quick else None]
+    seeds = seeds_to_run(FLAGS.seeds, FLAGS.quick)
     if FLAGS.quick:
         FLAGS.lam_div, FLAGS.coef = ["0", "0.2", "1"], ["0", "0.05", "0.5"]
     runs = default_runs_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.quick)
     jobs = variant_jobs(FLAGS.dataset, FLAGS.encoder, seeds, runs, FLAGS.quick, FLAGS.extra_args)
     run_jobs(list(jobs.values()), log)
-    out = Path(FLAGS.results_dir)
-    suffix = "-quick" if FLAGS.quick else ""
-    rows4 = figure4_points(runs, seeds, log)
-    write_csv(rows4, out / f"figure4_{FLAGS.dataset}{suffix}.csv")
-    plot_figure4(rows4, out / f"figure4_{FLAGS.dataset}{suffix}.png", len(seeds))
-    rows5 = figure5_points(runs, seeds, log)
-    write_csv(rows5, out / f"figure5_{FLAGS.dataset}{suffix}.csv")
-    plot_figure5(rows5, out / f"figure5_{FLAGS.dataset}{suffix}.png", len(seeds))
-    print(out / f"figure4_{FLAGS.dataset}{suffix}.png")
-    print(out / f"figure5_{FLAGS.dataset}{suffix}.png")
+    for name, points, plot in (("figure4", figure4_points, plot_figure4),
+                               ("figure5", figure5_points, plot_figure5)):
+        png = report_path(FLAGS.results_dir, name, FLAGS.dataset, FLAGS.quick, "png")
+        rows = points(runs, seeds, log)
+        write_csv(rows, png.with_suffix(".csv"))
+        plot(rows, png, len(seeds))
+        print(png)
 
 
 if __name__ == "__main__":

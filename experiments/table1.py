@@ -11,18 +11,16 @@ interrupted table resumes. Writes results/table1_DATASET.{csv,md}: the CSV in lo
 relative gain of X + MIC over X and a paired t-test over seeds per cell.
 """
 
-import csv
 import os
 import sys
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
 from experiments.tables import (QUICK_ARGS, REPO, default_runs_dir, fmt,  # noqa: E402
-                                load_test_metrics, metric_names, paired_test, run_jobs, seed_args,
-                                summarise)
+                                load_test_metrics, log, metric_names, paired_test, report_path,
+                                run_jobs, seed_args, seeds_to_run, summarise, write_csv)
 
 flags.DEFINE_string("dataset", "ml-100k", "Dataset.")
 flags.DEFINE_list("encoders", ["youtube_dnn", "gru4rec", "comirec_dr", "comirec_sa"], "Encoders.")
@@ -38,7 +36,7 @@ SHOWN = ("recall", "ndcg", "hit_rate")
 
 
 def run_grid(log) -> dict:
-    seeds = [int(s) for s in FLAGS.seeds][:1 if FLAGS.quick else None]
+    seeds = seeds_to_run(FLAGS.seeds, FLAGS.quick)
     runs = default_runs_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.quick)
     jobs = {}
     for seed in seeds:
@@ -62,11 +60,7 @@ def write_tables(results: dict, path_csv, path_md) -> None:
                 mean, std, n = summarise([results[encoder, plugin, s][metric] for s in seeds])
                 rows.append({"encoder": encoder, "plugin": plugin, "metric": metric,
                              "mean": mean, "std": std, "n": n})
-    path_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(path_csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["encoder", "plugin", "metric", "mean", "std", "n"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, path_csv)
     cols = [f"{m}@{k}" for k in (20, 50) for m in SHOWN] + ["diversity@50"]
     lines = [f"# Table 1 on {FLAGS.dataset}: X vs X + MIC (test split, %, mean ± std over "
              f"{len(seeds)} seed(s): {', '.join(map(str, seeds))})", "",
@@ -94,13 +88,9 @@ def write_tables(results: dict, path_csv, path_md) -> None:
 
 def main(argv):
     del argv
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    results = run_grid(log)
-    out = Path(FLAGS.results_dir)
-    suffix = "-quick" if FLAGS.quick else ""
-    write_tables(results, out / f"table1_{FLAGS.dataset}{suffix}.csv",
-                 out / f"table1_{FLAGS.dataset}{suffix}.md")
-    print(out / f"table1_{FLAGS.dataset}{suffix}.md")
+    path = lambda ext: report_path(FLAGS.results_dir, "table1", FLAGS.dataset, FLAGS.quick, ext)  # noqa: E731
+    write_tables(run_grid(log), path("csv"), path("md"))
+    print(path("md"))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ as in Table 1. Finished runs and re-evaluations are skipped (cached in each run'
 Writes results/table4_DATASET.{csv,md}; csv columns `variant, metric, mean, std, n`.
 """
 
-import csv
 import dataclasses
 import os
 import sys
@@ -23,8 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from experiments.tables import (REPO, TRAINED_VARIANTS, cached_json,  # noqa: E402
-                                default_runs_dir, fmt, load_test_metrics, paired_test, run_jobs,
-                                summarise, variant_dir, variant_jobs)
+                                default_runs_dir, fmt, load_test_metrics, log, paired_test,
+                                report_path, run_jobs, seeds_to_run, summarise, variant_dir,
+                                variant_jobs, write_csv)
 
 flags.DEFINE_string("dataset", "ml-100k", "Dataset.")
 flags.DEFINE_string("encoder", "comirec_sa", "Encoder (the paper: ComiRec).")
@@ -50,14 +50,12 @@ def inference_ablation(full_dir: Path, variant: str) -> dict:
 
         run = load_run(full_dir)
         base = {**dataclasses.asdict(run.config.inference), "top_n": run.config.train.top_n}
-        for name in ("use_u2i", "use_u2u", "use_i2i"):
-            base.pop(name)
         return evaluate_cross_channel(run, InferenceConfig.for_ablation(variant, **base))
     return cached_json(full_dir / "reeval" / f"test{variant}.json", compute)
 
 
 def run_grid(log) -> dict:
-    seeds = [int(s) for s in FLAGS.seeds][:1 if FLAGS.quick else None]
+    seeds = seeds_to_run(FLAGS.seeds, FLAGS.quick)
     runs = default_runs_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.quick)
     jobs = variant_jobs(FLAGS.dataset, FLAGS.encoder, seeds, runs, FLAGS.quick,
                         FLAGS.extra_args)
@@ -78,11 +76,7 @@ def write_tables(results: dict, path_csv: Path, path_md: Path) -> None:
         for metric in METRICS:
             mean, std, n = summarise([results[variant, s][metric] for s in seeds])
             rows.append({"variant": variant, "metric": metric, "mean": mean, "std": std, "n": n})
-    path_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(path_csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["variant", "metric", "mean", "std", "n"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, path_csv)
     lines = [f"# Table 4 on {FLAGS.dataset}: ablations of {FLAGS.encoder} + MIC (test split, %, "
              f"mean ± std over {len(seeds)} seed(s): {', '.join(map(str, seeds))})", "",
              "`baseline` is the encoder without MIC (ComiRec's U2I evaluation). Training "
@@ -111,13 +105,9 @@ def write_tables(results: dict, path_csv: Path, path_md: Path) -> None:
 
 def main(argv):
     del argv
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    results = run_grid(log)
-    out = Path(FLAGS.results_dir)
-    suffix = "-quick" if FLAGS.quick else ""
-    write_tables(results, out / f"table4_{FLAGS.dataset}{suffix}.csv",
-                 out / f"table4_{FLAGS.dataset}{suffix}.md")
-    print(out / f"table4_{FLAGS.dataset}{suffix}.md")
+    path = lambda ext: report_path(FLAGS.results_dir, "table4", FLAGS.dataset, FLAGS.quick, ext)  # noqa: E731
+    write_tables(run_grid(log), path("csv"), path("md"))
+    print(path("md"))
 
 
 if __name__ == "__main__":

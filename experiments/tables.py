@@ -4,6 +4,7 @@ aggregate their metrics.json files into long-form statistics with paired signifi
 from __future__ import annotations
 
 import json
+import csv
 import fcntl
 import math
 import os
@@ -112,6 +113,29 @@ def variant_jobs(dataset: str, encoder: str, seeds, runs: Path, quick: bool, ext
             jobs[variant, seed] = (args + (QUICK_ARGS if quick else []),
                                    variant_dir(runs, encoder, variant, seed))
     return jobs
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def seeds_to_run(seeds, quick: bool) -> list[int]:
+    """The `--seeds` flag as ints; `--quick` keeps the first one."""
+    return [int(s) for s in seeds][:1 if quick else None]
+
+
+def report_path(results_dir, name: str, dataset: str, quick: bool, ext: str) -> Path:
+    """results/NAME_DATASET[-quick].EXT"""
+    return Path(results_dir) / f"{name}_{dataset}{'-quick' if quick else ''}.{ext}"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Rows of dicts (the first row's keys are the header), parent folders created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def load_test_metrics(out_dir: Path) -> dict:

@@ -17,6 +17,7 @@ spec's. Ties are broken by the smaller item id.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 
 import numpy as np
 
@@ -237,19 +238,16 @@ def greedy_pick_one(base: np.ndarray, cands: np.ndarray, categories: np.ndarray,
     Returns:
       `[N]` picked ids (0 = empty) and `[N]` scores at pick time (-inf empty).
     """
-    import heapq
-
     real = cands != 0
     base, cands, categories = base[real], cands[real], categories[real]
     order = np.lexsort((cands, -base, categories))  # by category, then best base, then id
     base_l, cand_l = base[order].tolist(), cands[order].tolist()
     cat_sorted = categories[order]
-    starts = np.flatnonzero(np.r_[True, cat_sorted[1:] != cat_sorted[:-1]]) if len(order) else []
-    ends = list(starts[1:]) + [len(order)] if len(order) else []
+    head = np.flatnonzero(np.diff(cat_sorted, prepend=cat_sorted[:1] - 1)).tolist()  # group starts
+    ends = head[1:] + [len(order)]
     # groups[k]: heap of (-head base, head id, category slot) for categories with k picks
-    groups = {0: [(-base_l[s], cand_l[s], g) for g, s in enumerate(starts)]}
+    groups = {0: [(-base_l[s], cand_l[s], g) for g, s in enumerate(head)]}
     heapq.heapify(groups[0])
-    head = [int(s) for s in starts]
     items = np.zeros(top_n, np.int64)
     scores = np.full(top_n, -np.inf)
     for t in range(top_n):
