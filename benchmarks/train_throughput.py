@@ -5,7 +5,8 @@
     python benchmarks/train_throughput.py --encoder=youtube_dnn --dataset=synthetic \
         --num_items=300000 --seconds=30
 
-The first `--warmup_steps` (tracing, first-touch allocations) are not timed. Synthetic data is
+Everything runs in one `model.fit` call, as in training; the first `--warmup_steps`
+(tracing, first-touch allocations) are not timed. Synthetic data is
 prepared with min_item_count=1 so the catalogue has about `--num_items` items.
 """
 
@@ -31,7 +32,7 @@ flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_integer("maxlen", 20, "History length.")
 flags.DEFINE_integer("embedding_dim", 64, "Embedding size.")
 flags.DEFINE_float("seconds", 30, "Timed training seconds.")
-flags.DEFINE_integer("warmup_steps", 20, "Untimed steps first.")
+flags.DEFINE_integer("warmup_steps", 50, "Untimed steps first (rounded up to 50).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_integer("steps_per_execution", 1, "Keras steps per tf.function call.")
 flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "Optimizer (auto: "
@@ -53,6 +54,29 @@ def load_data():
                "synthetic_seed": FLAGS.seed}
     return prepare_dataset("synthetic", data_dir=FLAGS.data_dir, source_options=options,
                            params=ProtocolParams(min_item_count=1), verbose=False)
+
+
+_CHUNK = 50  # steps per timed "epoch"
+
+
+def make_timer(seconds: float, warmup_epochs: int):
+    """A Keras callback timing whole `_CHUNK`-step epochs after `warmup_epochs` untimed ones; it
+    stops `fit` once `seconds` have been timed."""
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        steps, elapsed, start = 0, 0.0, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            if epoch + 1 == warmup_epochs:
+                self.start = now
+            elif self.start is not None:
+                self.steps += _CHUNK
+                self.elapsed = now - self.start
+                self.model.stop_training = self.elapsed >= seconds
+
+    return Timer()
 
 
 def main(argv):
@@ -80,12 +104,14 @@ def main(argv):
     map_fn, callbacks = plugin_parts(cfg, ds, log=lambda msg: None)
     dataset = make_train_dataset(ds, batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen,
                                  seed=FLAGS.seed, sampler=FLAGS.sampler, map_fn=map_fn)
-    model.fit(dataset, steps_per_epoch=FLAGS.warmup_steps, epochs=1, verbose=0)
-    chunk, steps, start = 50, 0, time.perf_counter()
-    while time.perf_counter() - start < FLAGS.seconds:
-        model.fit(dataset, steps_per_epoch=chunk, epochs=1, verbose=0, callbacks=callbacks)
-        steps += chunk
-    elapsed = time.perf_counter() - start
+    # One `fit` call, as the trainer makes, in `_CHUNK`-step epochs: the warm-up epochs (tracing,
+    # first-touch allocations) are not timed. (Calling `fit` once per chunk instead re-creates
+    # the input iterator every time and under-reported throughput by up to 1.6x.)
+    warmup_epochs = max(1, -(-FLAGS.warmup_steps // _CHUNK))
+    timer = make_timer(FLAGS.seconds, warmup_epochs)
+    model.fit(dataset, steps_per_epoch=_CHUNK, epochs=10**9, verbose=0,
+              callbacks=[*callbacks, timer])
+    steps, elapsed = timer.steps, timer.elapsed
     result = {"encoder": FLAGS.encoder, "plugin": FLAGS.plugin, "dataset": FLAGS.dataset,
               "mining_every": FLAGS.mining_every if FLAGS.plugin == "mic" else None,
               "num_items": ds.num_items, "num_train_users": len(ds.split_range("train")),

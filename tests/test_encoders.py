@@ -45,6 +45,36 @@ def test_gru4rec_returns_the_state_after_the_last_real_item():
         np.testing.assert_allclose(row, states[-1], rtol=1e-4, atol=1e-5)
 
 
+def test_unrolled_gru_matches_numpy_and_keras_gru_gradients():
+    """The CPU recurrence against a numpy transcription of the reset_after equations, and its
+    gradients (the reason it exists) against those of Keras' own GRU layer."""
+    from mic_tf.models.encoders.gru4rec import unrolled_gru
+
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(4, 6, 5)).astype(np.float32))
+    gru = keras.layers.GRU(3, return_sequences=True)
+    gru.build((None, 6, 5))
+    gru.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.5 for w in gru.weights])
+    kernel, rec, bias = (keras.ops.convert_to_numpy(w) for w in gru.weights)
+    weights = [gru.cell.kernel, gru.cell.recurrent_kernel, gru.cell.bias]
+    probe = tf.constant(rng.normal(size=(4, 6, 3)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = unrolled_gru(x, *weights)
+        theirs = gru(x)
+        loss_ours, loss_theirs = (tf.reduce_sum(s * probe) for s in (ours, theirs))
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    h = np.zeros((4, 3))
+    for t in range(6):
+        xp, hp = x.numpy()[:, t] @ kernel + bias[0], h @ rec + bias[1]
+        z, r = sig(xp[:, :3] + hp[:, :3]), sig(xp[:, 3:6] + hp[:, 3:6])
+        h = z * h + (1 - z) * np.tanh(xp[:, 6:] + r * hp[:, 6:])
+        np.testing.assert_allclose(ours.numpy()[:, t], h, rtol=1e-5, atol=1e-6)
+    for a, b in zip(tape.gradient(loss_ours, [x, *weights]),
+                    tape.gradient(loss_theirs, [x, *weights])):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_comirec_sa_matches_numpy_and_ignores_padding():
     model = make("comirec_sa", num_interests=2)
     t = model.user_tower
