@@ -15,8 +15,13 @@ import tensorflow as tf
 NEG_INF = -1e9
 
 
-def _cosine(a, b, pattern):
-    return tf.einsum(pattern, tf.math.l2_normalize(a, axis=-1), tf.math.l2_normalize(b, axis=-1))
+def _unit(x):
+    return tf.math.l2_normalize(x, axis=-1)
+
+
+def _row_dot(a, b):
+    """`[B, D]` . `[B, P, D]` -> `[B, P]` (a product and a sum: faster than einsum on the CPU)."""
+    return tf.reduce_sum(a[:, None, :] * b, axis=-1)
 
 
 def info_nce(anchors, positives, positive_mask, candidates, candidate_mask, temperature: float,
@@ -26,7 +31,8 @@ def info_nce(anchors, positives, positive_mask, candidates, candidate_mask, temp
     Args:
       anchors: `[B, D]`.
       positives: `[B, P, D]`; positive_mask: `[B, P]` bool, which positives exist.
-      candidates: `[C, D]` shared in-batch negatives; candidate_mask: `[B, C]` bool, which of them
+      candidates: `[C, D]` shared in-batch negatives, or None when they are the anchors
+        themselves (normalised once); candidate_mask: `[B, C]` bool, which of them
         are negatives for each anchor (exclude the anchor itself and its known positives).
       temperature: tau.
       hard_negatives: optional `[B, H, D]` per-anchor negatives, with `hard_negative_mask [B, H]`.
@@ -34,16 +40,24 @@ def info_nce(anchors, positives, positive_mask, candidates, candidate_mask, temp
       scalar: mean over valid (anchor, positive) pairs of
       `-log(exp(s_p) / (exp(s_p) + sum_negatives exp(s_n)))`, `s = cos / tau`; 0 if none is valid.
     """
-    pos = _cosine(anchors, positives, "bd,bpd->bp") / temperature
-    neg = _cosine(anchors, candidates, "bd,cd->bc") / temperature
-    neg = tf.where(candidate_mask, neg, NEG_INF)
+    a = _unit(anchors)
+    c = a if candidates is None else _unit(candidates)
+    scale = 1.0 / temperature
+    pos = _row_dot(a, _unit(positives)) * scale
+    # Masks are added as 0 / -1e9 biases: same values as a `where`, cheaper in both directions.
+    neg = tf.matmul(a, c, transpose_b=True) * scale + _mask_bias(candidate_mask)
     if hard_negatives is not None:
-        hard = _cosine(anchors, hard_negatives, "bd,bhd->bh") / temperature
-        neg = tf.concat([neg, tf.where(hard_negative_mask, hard, NEG_INF)], axis=1)
+        hard = _row_dot(a, _unit(hard_negatives)) * scale + _mask_bias(hard_negative_mask)
+        neg = tf.concat([neg, hard], axis=1)
     neg_lse = tf.reduce_logsumexp(neg, axis=1, keepdims=True)  # [B, 1]
     per_pair = tf.nn.softplus(neg_lse - pos)  # = -pos + log(exp(pos) + exp(neg_lse))
     weight = tf.cast(positive_mask, per_pair.dtype)
     return tf.math.divide_no_nan(tf.reduce_sum(per_pair * weight), tf.reduce_sum(weight))
+
+
+def _mask_bias(mask):
+    """bool -> 0 where True, NEG_INF where False."""
+    return (1.0 - tf.cast(mask, tf.float32)) * NEG_INF
 
 
 def in_batch_mask(ids):
@@ -54,7 +68,7 @@ def in_batch_mask(ids):
 def user_user_loss(users, user_ids, positives, positive_mask, temperature,
                    hard_negatives=None, hard_negative_mask=None):
     """Eq. 7: anchor users against their views / mined neighbours, other batch users negative."""
-    return info_nce(users, positives, positive_mask, users, in_batch_mask(user_ids), temperature,
+    return info_nce(users, positives, positive_mask, None, in_batch_mask(user_ids), temperature,
                     hard_negatives, hard_negative_mask)
 
 
@@ -62,7 +76,7 @@ def item_item_loss(items, item_ids, positives, positive_mask, temperature,
                    hard_negatives=None, hard_negative_mask=None):
     """Eq. 8: anchor items against their views / mined neighbours; other batch items (with a
     different id: a repeated target is not its own negative) are negatives."""
-    return info_nce(items, positives, positive_mask, items, in_batch_mask(item_ids), temperature,
+    return info_nce(items, positives, positive_mask, None, in_batch_mask(item_ids), temperature,
                     hard_negatives, hard_negative_mask)
 
 

@@ -24,7 +24,7 @@ from mic_tf.evaluation.evaluate import evaluate
 from mic_tf.evaluation.retrieval import ItemIndex
 from mic_tf.errors import ConfigError
 from mic_tf.training.checkpoints import CheckpointKeeper, RunState
-from mic_tf.training.optimizers import LazyAdam
+from mic_tf.training.optimizers import FusedAdam, LazyAdam
 
 SELECTION_METRIC = "recall@50"
 
@@ -67,7 +67,7 @@ def resolve_optimizer(name: str, num_items: int) -> str:
 def make_optimizer(name: str, learning_rate: float, num_items: int = 0):
     name = resolve_optimizer(name, num_items)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return FusedAdam(learning_rate)  # Keras' Adam, one fused op per weight
     if name == "lazy_adam":
         return LazyAdam(learning_rate)
     raise ConfigError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
