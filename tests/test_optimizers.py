@@ -122,7 +122,7 @@ def test_lazy_adam_converges_like_adam_on_ml100k(tmp_path, ml100k_raw_dir):
     lazy = np.mean([recall["lazy_adam", s] for s in (0, 1)])
     seed_noise = abs(recall["adam", 0] - recall["adam", 1]) + abs(
         recall["lazy_adam", 0] - recall["lazy_adam", 1])
-    assert dense > 0.17 and lazy > 0.17  # both well above MostPopular (valid ~0.12)
+    assert dense > 0.15 and lazy > 0.15, recall  # both well above MostPopular (valid ~0.12)
     assert abs(lazy - dense) <= max(0.03, seed_noise), recall
 
 
@@ -133,4 +133,4 @@ def test_auto_optimizer_is_lazy_adam_only_for_large_catalogues():
     assert resolve_optimizer("auto", LAZY_ADAM_MIN_ITEMS) == "lazy_adam"
     assert resolve_optimizer("adam", 10 ** 7) == "adam"  # an explicit choice is kept
     assert isinstance(make_optimizer("auto", 1e-3, num_items=300_000), LazyAdam)
-    assert type(make_optimizer("auto", 1e-3, num_items=1000)) is keras.optimizers.Adam
+    assert type(make_optimizer("auto", 1e-3, num_items=1000)) is FusedAdam
