@@ -183,6 +183,38 @@ def test_each_ablation_removes_exactly_its_term(ablation):
     assert all(g is None for g in grads)  # the removed term's heads receive no gradient
 
 
+def test_view_dropout_is_stateless_dropout_of_the_step_seed():
+    """The dropout uniforms are drawn outside the (XLA-)compiled update; the masks must still be
+    those of `stateless_dropout` with the step's seed (stream 20: user view, 21: item view)."""
+    _, model, data, _ = mic_setup("youtube_dnn")
+    model.optimizer.build(model.trainable_variables)
+    batch = next(iter(data))
+    noise = model.draw_noise(batch)
+    x = tf.random.normal(noise["user_view"].shape)
+    expected = tf.nn.experimental.stateless_dropout(x, 0.2, model.step_seed(20))
+    np.testing.assert_array_equal(model._dropout(noise["user_view"])(x).numpy(), expected.numpy())
+    y = tf.random.normal(noise["item_view"].shape)
+    expected = tf.nn.experimental.stateless_dropout(y, 0.2, model.step_seed(21))
+    np.testing.assert_array_equal(model._dropout(noise["item_view"])(y).numpy(), expected.numpy())
+
+
+def test_xla_compiled_update_trains_like_the_plain_one():
+    """`compile(jit_compile=True)` compiles the update only (noise drawn outside): two MIC steps
+    (SGD, so that float round-off is not amplified as Adam's sign-like first steps would) give
+    the same losses and weights as without XLA."""
+    results = []
+    for jit in (False, True):
+        _, model, data, _ = mic_setup("gru4rec")
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+        history = model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+        results.append((history.history, [w.numpy() for w in model.trainable_variables]))
+    (logs, weights), (xla_logs, xla_weights) = results
+    for name in ("loss", "uv_loss", "vv_loss", "uu_loss"):
+        np.testing.assert_allclose(logs[name], xla_logs[name], rtol=1e-4)
+    for a, b in zip(weights, xla_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_perturbation_and_mining_ablations():
     _, model, data, callbacks = mic_setup("youtube_dnn", "-perturbation")
     assert "history_view" not in next(iter(data))  # no field masking in the pipeline

@@ -140,34 +140,56 @@ class MICModel(RetrievalModel):
         return [tf.reshape(o, tf.shape(t)) for o, t in zip(out, tensors)]
 
     # ---- views -------------------------------------------------------------------------------
-    def _dropout(self, stream):
-        seed = self.step_seed(stream)
-        rate = self.dropout
-        return lambda x: tf.nn.experimental.stateless_dropout(x, rate, seed) if rate > 0 else x
+    def draw_noise(self, features) -> dict:
+        """The basic loss's negatives, plus uniforms `[B, L, D]` / `[B, D]` for the embedding dropout
+        of the user / item view.
 
-    def _user_view(self, features, target_emb):
+        Drawn outside the XLA-compiled update (see `RetrievalModel.compile`); from the same
+        stateless streams (20, 21) and compared with the rate as `stateless_dropout` does, so the
+        masks are those of `tf.nn.experimental.stateless_dropout(x, rate, step_seed(stream))`.
+        """
+        noise = super().draw_noise(features)
+        if not self.perturbation or self.dropout <= 0:
+            return noise
+        batch = tf.shape(features["target"])[0]
+        if self.w_uu:
+            shape = [batch, features["history_view"].shape[1], self.embedding_dim]
+            noise["user_view"] = tf.random.stateless_uniform(shape, self.step_seed(20))
+        if self.w_vv:
+            noise["item_view"] = tf.random.stateless_uniform([batch, self.embedding_dim],
+                                                             self.step_seed(21))
+        return noise
+
+    def _dropout(self, uniform):
+        if uniform is None:  # rate 0
+            return lambda x: x
+        scale = 1.0 / (1.0 - self.dropout)
+        return lambda x: tf.where(uniform >= self.dropout, x * scale, tf.zeros_like(x))
+
+    def _user_view(self, features, target_emb, uniform):
         view = {"history": features["history_view"],
                 "user_features": features["user_features_view"]}
-        u_view = self.user_tower(view, training=True, embedding_dropout=self._dropout(20))
+        u_view = self.user_tower(view, training=True, embedding_dropout=self._dropout(uniform))
         return self.user_readout(u_view, target_emb)
 
-    def _item_view(self, features):
+    def _item_view(self, features, uniform):
         category = features["target_category_view"] if self.use_category else None
-        return self._dropout(21)(self.item_tower(features["target_view"], category))
+        return self._dropout(uniform)(self.item_tower(features["target_view"], category))
 
     # ---- losses ------------------------------------------------------------------------------
-    def compute_losses(self, features, training=True) -> dict:
+    def compute_losses(self, features, training=True, noise=None) -> dict:
+        noise = self.draw_noise(features) if noise is None else noise
         table = self.item_table(training=training)
         targets, users_idx = features["target"], features["user"]
         target_emb = tf.gather(table, targets)
         u = self.user_readout(self(features, training=training), target_emb)
-        basic = self.compute_basic_loss(u, targets, table)
+        basic = self.compute_basic_loss(u, targets, table, noise)
         zero = tf.zeros([], basic.dtype)
         uu = vv = uv = zero
         if self.w_uu:
-            uu = self._user_user(features, u, users_idx, target_emb)
+            uu = self._user_user(features, u, users_idx, target_emb, noise.get("user_view"))
         if self.w_vv:
-            vv = self._item_item(features, target_emb, targets, table)
+            vv = self._item_item(features, target_emb, targets, table, noise.get("item_view"))
         if self.w_uv:
             uv = self._user_item(u, target_emb, targets, users_idx, table)
         contrast = self.w_uv * uv + self.w_vv * vv + self.w_uu * uu
@@ -184,8 +206,8 @@ class MICModel(RetrievalModel):
             masks.append(mined_mask)
         return tf.concat(parts, axis=1), tf.concat(masks, axis=1)
 
-    def _user_user(self, features, u, users_idx, target_emb):
-        view = self._user_view(features, target_emb) if self.perturbation else None
+    def _user_user(self, features, u, users_idx, target_emb, uniform):
+        view = self._user_view(features, target_emb, uniform) if self.perturbation else None
         mined = mined_mask = hard_mask = None
         hard = []
         if self.mining:
@@ -198,8 +220,8 @@ class MICModel(RetrievalModel):
         return contrastive.user_user_loss(anchors, users_idx, positives, mask, self.temperature,
                                           *hard, hard_mask)
 
-    def _item_item(self, features, v, targets, table):
-        view = self._item_view(features) if self.perturbation else None
+    def _item_item(self, features, v, targets, table, uniform):
+        view = self._item_view(features, uniform) if self.perturbation else None
         mined = mined_mask = hard_mask = None
         hard = []
         if self.mining:
