@@ -33,7 +33,7 @@ flags.DEFINE_integer("maxlen", 20, "History length.")
 flags.DEFINE_integer("embedding_dim", 64, "Embedding size.")
 flags.DEFINE_float("seconds", 30, "Timed training seconds.")
 flags.DEFINE_integer("warmup_steps", 50, "Untimed steps first (rounded up to 50).")
-flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_boolean("jit_compile", True, "XLA-compile the update (as run.py does by default).")
 flags.DEFINE_integer("steps_per_execution", 1, "Keras steps per tf.function call.")
 flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "Optimizer (auto: "
                   "lazy_adam from 100k items).")
