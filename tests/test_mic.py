@@ -236,3 +236,6 @@ def test_mic_model_round_trips_through_keras_file(tmp_path):
     np.testing.assert_allclose(loaded(batch).numpy(), expected, rtol=1e-6)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.user_pos),
                                   keras.ops.convert_to_numpy(model.user_pos))
+    # Our `compile` (XLA routing) is called on load: the model comes back compiled, trainable.
+    assert type(loaded.optimizer) is type(model.optimizer) and loaded._xla_update is False
+    loaded.fit(data, steps_per_epoch=1, epochs=1, verbose=0)

@@ -149,6 +149,13 @@ class RetrievalModel(keras.Model):
         self._update_fn = (tf.function(self._update, jit_compile=True) if self._xla_update
                            else self._update)
         super().compile(*args, jit_compile="auto" if jit_compile == "auto" else False, **kwargs)
+        self._compile_config.config["jit_compile"] = jit_compile  # saved with the model
+
+    def compile_from_config(self, config):
+        """Keras skips a custom `compile` when loading a model; ours only routes XLA, so call it."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def draw_noise(self, features) -> dict:
         """Every random tensor the update needs (here the basic loss's negatives), drawn outside
