@@ -33,7 +33,8 @@ flags.DEFINE_integer("maxlen", 20, "History length.")
 flags.DEFINE_integer("embedding_dim", 64, "Embedding size.")
 flags.DEFINE_float("seconds", 30, "Timed training seconds.")
 flags.DEFINE_integer("warmup_steps", 50, "Untimed steps first (rounded up to 50).")
-flags.DEFINE_boolean("jit_compile", True, "XLA-compile the update (as run.py does by default).")
+flags.DEFINE_boolean("jit_compile", None, "XLA-compile the update (default as run.py: on below "
+                     "100k items).")
 flags.DEFINE_integer("steps_per_execution", 1, "Keras steps per tf.function call.")
 flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "Optimizer (auto: "
                   "lazy_adam from 100k items).")
@@ -86,11 +87,13 @@ def main(argv):
 
     from mic_tf.experiment import ExperimentConfig, build_model, plugin_parts
     from mic_tf.data.pipeline import make_train_dataset
-    from mic_tf.training.trainer import TrainConfig, make_optimizer, resolve_optimizer
+    from mic_tf.training.trainer import (TrainConfig, default_jit_compile, make_optimizer,
+                                         resolve_optimizer)
 
     ds = load_data()
+    jit = default_jit_compile(ds.num_items) if FLAGS.jit_compile is None else FLAGS.jit_compile
     train = TrainConfig(batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen, seed=FLAGS.seed,
-                        sampler=FLAGS.sampler, jit_compile=FLAGS.jit_compile)
+                        sampler=FLAGS.sampler, jit_compile=jit)
     cfg = ExperimentConfig(encoder=FLAGS.encoder, plugin=FLAGS.plugin,
                            basic_loss=FLAGS.basic_loss, embedding_dim=FLAGS.embedding_dim,
                            train=train)
@@ -99,7 +102,7 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     model = build_model(cfg, ds)
     optimizer = resolve_optimizer(FLAGS.optimizer, ds.num_items)
-    model.compile(optimizer=make_optimizer(optimizer, 1e-3), jit_compile=FLAGS.jit_compile,
+    model.compile(optimizer=make_optimizer(optimizer, 1e-3), jit_compile=jit,
                   steps_per_execution=FLAGS.steps_per_execution)
     map_fn, callbacks = plugin_parts(cfg, ds, log=lambda msg: None)
     dataset = make_train_dataset(ds, batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen,
@@ -117,7 +120,7 @@ def main(argv):
               "num_items": ds.num_items, "num_train_users": len(ds.split_range("train")),
               "basic_loss": FLAGS.basic_loss, "sampler": FLAGS.sampler,
               "batch_size": FLAGS.batch_size, "maxlen": FLAGS.maxlen,
-              "embedding_dim": FLAGS.embedding_dim, "jit_compile": FLAGS.jit_compile,
+              "embedding_dim": FLAGS.embedding_dim, "jit_compile": jit,
               "optimizer": optimizer, "steps_per_execution": FLAGS.steps_per_execution,
               "steps": steps, "seconds": round(elapsed, 2),
               "examples_per_sec": round(steps * FLAGS.batch_size / elapsed, 1),

@@ -77,9 +77,9 @@ flags.DEFINE_enum("index_type", "flat", ["flat", "ivf", "hnsw"], "Faiss index of
 flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "auto (LazyAdam from "
                   "100k items, else Adam), Adam, or Adam on the touched "
                   "embedding rows only (fast on large catalogues).")
-flags.DEFINE_boolean("jit_compile", True, "XLA-compile the update (forward, backward, "
-                     "optimizer; the random draws stay outside). On by default: 1.1-1.5x faster "
-                     "on this CPU, except GRU4Rec without MIC (level); see benchmarks/README.md.")
+flags.DEFINE_boolean("jit_compile", None, "XLA-compile the update (forward, backward, "
+                     "optimizer; the random draws stay outside). Default: on below 100k items "
+                     "(1.1-1.5x faster on this CPU), off above; see benchmarks/README.md.")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (same seed, same metrics).")
 flags.DEFINE_integer("verbose", None, "Keras progress: 1 bar, 2 one line per period "
                      "(default: 1 on a terminal, else 2).")
@@ -96,7 +96,7 @@ def build_config(ds):
     from mic_tf.mic.mining import MiningConfig
     from mic_tf.mic.plugin import MICConfig
     from mic_tf.inference.score import InferenceConfig
-    from mic_tf.training.trainer import TrainConfig
+    from mic_tf.training.trainer import TrainConfig, default_jit_compile
 
     batch_size = resolved("batch_size")
     max_steps = resolved("max_steps")
@@ -107,7 +107,9 @@ def build_config(ds):
                         learning_rate=resolved("learning_rate"), max_steps=max_steps,
                         eval_every=min(resolved("eval_every"), max_steps),
                         patience=resolved("patience"), seed=FLAGS.seed, sampler=FLAGS.sampler,
-                        jit_compile=FLAGS.jit_compile, exclude_history=FLAGS.exclude_history,
+                        jit_compile=(default_jit_compile(ds.num_items) if FLAGS.jit_compile is None
+                                     else FLAGS.jit_compile),
+                        exclude_history=FLAGS.exclude_history,
                         optimizer=FLAGS.optimizer,
                         verbose=verbose)
     mining = MiningConfig(num_positives=FLAGS.num_positives,

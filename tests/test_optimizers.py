@@ -134,3 +134,10 @@ def test_auto_optimizer_is_lazy_adam_only_for_large_catalogues():
     assert resolve_optimizer("adam", 10 ** 7) == "adam"  # an explicit choice is kept
     assert isinstance(make_optimizer("auto", 1e-3, num_items=300_000), LazyAdam)
     assert type(make_optimizer("auto", 1e-3, num_items=1000)) is FusedAdam
+
+
+def test_xla_is_on_by_default_only_where_adam_is_dense():
+    from mic_tf.training.trainer import LAZY_ADAM_MIN_ITEMS, default_jit_compile
+
+    assert default_jit_compile(1349) is True
+    assert default_jit_compile(LAZY_ADAM_MIN_ITEMS) is False

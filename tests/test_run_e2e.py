@@ -80,6 +80,7 @@ def test_metrics_equal_a_recomputation_from_recommendations_and_raw_files(
     metrics = json.loads((out / "metrics.json").read_text())
     flags_json = json.loads((out / "flags.json").read_text())
     assert flags_json["encoder"] == "youtube_dnn" and flags_json["maxlen"] == 20
+    assert flags_json["jit_compile"] is True  # resolved default: XLA below 100k items
     for split in ("valid", "test"):
         for name in ("recall", "ndcg", "ndcg_comirec", "ndcg_comirec_paper", "hit_rate",
                      "diversity"):

@@ -64,6 +64,13 @@ def resolve_optimizer(name: str, num_items: int) -> str:
     return name
 
 
+def default_jit_compile(num_items: int) -> bool:
+    """XLA on the update by default below LAZY_ADAM_MIN_ITEMS items: 1.1-1.5x faster on ml-100k
+    for every encoder but GRU4Rec (level); off above, where XLA's scatter of the sparse table
+    updates was slower (YouTube DNN, 292k items: 19.5k vs 23.2k examples/s)."""
+    return num_items < LAZY_ADAM_MIN_ITEMS
+
+
 def make_optimizer(name: str, learning_rate: float, num_items: int = 0):
     name = resolve_optimizer(name, num_items)
     if name == "adam":
