@@ -208,30 +208,27 @@ class MICModel(RetrievalModel):
 
     def _user_user(self, features, u, users_idx, target_emb, uniform):
         view = self._user_view(features, target_emb, uniform) if self.perturbation else None
-        mined = mined_mask = hard_mask = None
-        hard = []
-        if self.mining:
-            (mined, mined_mask), (hard_rows, hard_mask) = self._gather(
-                self.user_bank, tf.gather(self.user_pos, users_idx),
-                tf.gather(self.user_hard, users_idx))
-            hard = [hard_rows]
-        positives, mask = self._positives(view, mined, mined_mask)
-        anchors, positives, *hard = self._project(self.user_user_head, u, positives, *hard)
-        return contrastive.user_user_loss(anchors, users_idx, positives, mask, self.temperature,
-                                          *hard, hard_mask)
+        return self._single_channel(u, users_idx, view, self.user_bank, self.user_pos,
+                                    self.user_hard, self.user_user_head,
+                                    contrastive.user_user_loss)
 
     def _item_item(self, features, v, targets, table, uniform):
         view = self._item_view(features, uniform) if self.perturbation else None
+        return self._single_channel(v, targets, view, table, self.item_pos, self.item_hard,
+                                    self.item_item_head, contrastive.item_item_loss)
+
+    def _single_channel(self, anchor, ids, view, bank, pos_lists, hard_lists, head, loss):
+        """L_uu or L_vv: anchors `[B, D]` (ids `[B]`) against their view and their mined
+        positives / hard negatives (rows of `bank` listed per id), all through `head`."""
         mined = mined_mask = hard_mask = None
         hard = []
         if self.mining:
             (mined, mined_mask), (hard_rows, hard_mask) = self._gather(
-                table, tf.gather(self.item_pos, targets), tf.gather(self.item_hard, targets))
+                bank, tf.gather(pos_lists, ids), tf.gather(hard_lists, ids))
             hard = [hard_rows]
         positives, mask = self._positives(view, mined, mined_mask)
-        anchors, positives, *hard = self._project(self.item_item_head, v, positives, *hard)
-        return contrastive.item_item_loss(anchors, targets, positives, mask, self.temperature,
-                                          *hard, hard_mask)
+        anchors, positives, *hard = self._project(head, anchor, positives, *hard)
+        return loss(anchors, ids, positives, mask, self.temperature, *hard, hard_mask)
 
     def _user_item(self, u, v, targets, users_idx, table):
         if not self.mining:
