@@ -39,6 +39,10 @@ def test_info_nce_matches_numpy_on_a_hand_batch():
     expected = np.mean(terms)  # 3 valid pairs
     got = contrastive.info_nce(a, pos, pos_mask, cands, cand_mask, tau, hard, hard_mask)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4)
+    # inputs normalised by the caller (the model normalises rows once, before gathering lists)
+    got = contrastive.info_nce(unit(a), unit(pos), pos_mask, unit(cands), cand_mask, tau,
+                               unit(hard), hard_mask, unit_inputs=True)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4)
 
 
 def test_user_item_loss_is_the_sum_of_both_directions_and_masks_repeated_targets():
@@ -239,3 +243,29 @@ def test_mic_model_round_trips_through_keras_file(tmp_path):
     # Our `compile` (XLA routing) is called on load: the model comes back compiled, trainable.
     assert type(loaded.optimizer) is type(model.optimizer) and loaded._xla_update is False
     loaded.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("ablation", ["full", "-perturbation", "-mining"])
+def test_whole_bank_projection_equals_projecting_the_listed_rows(ablation, monkeypatch):
+    """Small banks are projected whole and the lists gather from the result; large ones gather
+    first. Both must give the same losses and gradients (the rule only picks the cheaper one)."""
+    import mic_tf.mic.model as mic_model
+    rule = mic_model.project_whole_bank
+    _, model, data, callbacks = mic_setup("comirec_sa", ablation)
+    model.fit(data, steps_per_epoch=1, epochs=1, verbose=0, callbacks=callbacks)  # mines
+    batch = next(iter(data))
+    noise = model.draw_noise(batch)
+    results = []
+    for whole in (True, False):
+        monkeypatch.setattr(mic_model, "project_whole_bank", lambda rows, shape, w=whole: w)
+        with tf.GradientTape() as tape:
+            values = model.compute_losses(batch, noise=noise)
+        grads = tape.gradient(values["loss"], model.trainable_variables)
+        results.append((values, [tf.convert_to_tensor(g).numpy() for g in grads]))
+    (v1, g1), (v2, g2) = results
+    for key in v1:
+        np.testing.assert_allclose(v1[key].numpy(), v2[key].numpy(), rtol=2e-5, err_msg=key)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # the default rule: a 41-row item table and an 80-user bank against 16 x 10 listed rows
+    assert rule(41, (16, 10)) and not rule(161, (16, 10)) and not rule(41, (None, 10))
