@@ -187,19 +187,48 @@ def test_each_ablation_removes_exactly_its_term(ablation):
     assert all(g is None for g in grads)  # the removed term's heads receive no gradient
 
 
-def test_view_dropout_is_stateless_dropout_of_the_step_seed():
-    """The dropout uniforms are drawn outside the (XLA-)compiled update; the masks must still be
-    those of `stateless_dropout` with the step's seed (stream 20: user view, 21: item view)."""
+def np_lowbias32(h):
+    h = h.astype(np.uint64)  # exact products, then mod 2^32 by hand
+    h ^= h >> 16
+    h = (h * 0x7FEB352D) & 0xFFFFFFFF
+    h ^= h >> 15
+    h = (h * 0x846CA68B) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def np_keep_mask(shape, seed, rate):
+    k0, k1 = (int(s) & 0xFFFFFFFF for s in seed)
+    index = np.arange(int(np.prod(shape)), dtype=np.uint64)
+    bits = np_lowbias32(np_lowbias32((index + k0) & 0xFFFFFFFF) ^ k1)
+    return (bits >= round(rate * 2**32)).reshape(shape)
+
+
+def test_hash_keep_mask_matches_numpy_and_keeps_one_minus_rate():
+    x = tf.zeros([64, 20, 32])
+    seed = tf.constant([-(2**40) - 7, 2**35 + 12345], tf.int64)  # negative and > 32-bit values
+    got = perturbation.hash_keep_mask(x, seed, 0.2).numpy()
+    np.testing.assert_array_equal(got, np_keep_mask(x.shape, seed.numpy(), 0.2))
+    assert abs(got.mean() - 0.8) < 0.01  # 40,960 draws: sd 0.002
+    other = perturbation.hash_keep_mask(x, seed + [0, 1], 0.2).numpy()
+    assert abs((got == other).mean() - (0.8**2 + 0.2**2)) < 0.01  # independent across seeds
+    flat = got.reshape(-1).astype(float)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.03  # neighbours independent
+    assert perturbation.hash_keep_mask(x, seed, 0.0).numpy().all()
+
+
+def test_view_dropout_uses_the_hash_mask_of_the_step_seed():
+    """User view: stream 20 of the step seed, item view: stream 21; inverted dropout at 0.2."""
     _, model, data, _ = mic_setup("youtube_dnn")
     model.optimizer.build(model.trainable_variables)
     batch = next(iter(data))
     noise = model.draw_noise(batch)
-    x = tf.random.normal(noise["user_view"].shape)
-    expected = tf.nn.experimental.stateless_dropout(x, 0.2, model.step_seed(20))
-    np.testing.assert_array_equal(model._dropout(noise["user_view"])(x).numpy(), expected.numpy())
-    y = tf.random.normal(noise["item_view"].shape)
-    expected = tf.nn.experimental.stateless_dropout(y, 0.2, model.step_seed(21))
-    np.testing.assert_array_equal(model._dropout(noise["item_view"])(y).numpy(), expected.numpy())
+    for stream, key, shape in ((20, "user_view", [16, 5, 8]), (21, "item_view", [16, 8])):
+        seed = model.step_seed(stream).numpy()
+        np.testing.assert_array_equal(noise[key].numpy(), seed)
+        x = np.random.default_rng(stream).normal(size=shape).astype(np.float32)
+        expected = np.where(np_keep_mask(shape, seed, 0.2), x / 0.8, 0.0)
+        np.testing.assert_allclose(model._dropout(noise[key])(tf.constant(x)).numpy(), expected,
+                                   rtol=1e-6)
 
 
 def test_xla_compiled_update_trains_like_the_plain_one():

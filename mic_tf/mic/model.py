@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from mic_tf.errors import ConfigError
 from mic_tf.mic import contrastive
+from mic_tf.mic.perturbation import hash_keep_mask
 from mic_tf.models.retrieval_model import RetrievalModel
 
 # What each ablation turns off (paper Table 4). -u2u/-u2i/-i2i act at inference only.
@@ -157,40 +158,35 @@ class MICModel(RetrievalModel):
 
     # ---- views -------------------------------------------------------------------------------
     def draw_noise(self, features) -> dict:
-        """The basic loss's negatives, plus uniforms `[B, L, D]` / `[B, D]` for the embedding dropout
-        of the user / item view.
-
-        Drawn outside the XLA-compiled update (see `RetrievalModel.compile`); from the same
-        stateless streams (20, 21) and compared with the rate as `stateless_dropout` does, so the
-        masks are those of `tf.nn.experimental.stateless_dropout(x, rate, step_seed(stream))`.
-        """
+        """The basic loss's negatives, plus the seeds of the embedding dropout of the user / item
+        views (stateless streams 20, 21 of the step seed), whose masks `_dropout` computes with
+        `perturbation.hash_keep_mask`."""
         noise = super().draw_noise(features)
         if not self.perturbation or self.dropout <= 0:
             return noise
-        batch = tf.shape(features["target"])[0]
         if self.w_uu:
-            shape = [batch, features["history_view"].shape[1], self.embedding_dim]
-            noise["user_view"] = tf.random.stateless_uniform(shape, self.step_seed(20))
+            noise["user_view"] = self.step_seed(20)
         if self.w_vv:
-            noise["item_view"] = tf.random.stateless_uniform([batch, self.embedding_dim],
-                                                             self.step_seed(21))
+            noise["item_view"] = self.step_seed(21)
         return noise
 
-    def _dropout(self, uniform):
-        if uniform is None:  # rate 0
+    def _dropout(self, seed):
+        """Inverted dropout at `self.dropout` with the masks of `seed` (None: identity)."""
+        if seed is None:  # rate 0
             return lambda x: x
         scale = 1.0 / (1.0 - self.dropout)
-        return lambda x: tf.where(uniform >= self.dropout, x * scale, tf.zeros_like(x))
+        return lambda x: tf.where(hash_keep_mask(x, seed, self.dropout), x * scale,
+                                  tf.zeros_like(x))
 
-    def _user_view(self, features, target_emb, uniform):
+    def _user_view(self, features, target_emb, seed):
         view = {"history": features["history_view"],
                 "user_features": features["user_features_view"]}
-        u_view = self.user_tower(view, training=True, embedding_dropout=self._dropout(uniform))
+        u_view = self.user_tower(view, training=True, embedding_dropout=self._dropout(seed))
         return self.user_readout(u_view, target_emb)
 
-    def _item_view(self, features, uniform):
+    def _item_view(self, features, seed):
         category = features["target_category_view"] if self.use_category else None
-        return self._dropout(uniform)(self.item_tower(features["target_view"], category))
+        return self._dropout(seed)(self.item_tower(features["target_view"], category))
 
     # ---- losses ------------------------------------------------------------------------------
     def compute_losses(self, features, training=True, noise=None) -> dict:
@@ -222,14 +218,14 @@ class MICModel(RetrievalModel):
             masks.append(mined_mask)
         return tf.concat(parts, axis=1), tf.concat(masks, axis=1)
 
-    def _user_user(self, features, u, users_idx, target_emb, uniform):
-        view = self._user_view(features, target_emb, uniform) if self.perturbation else None
+    def _user_user(self, features, u, users_idx, target_emb, seed):
+        view = self._user_view(features, target_emb, seed) if self.perturbation else None
         return self._single_channel(u, users_idx, view, self.user_bank, self.user_pos,
                                     self.user_hard, self.user_user_head,
                                     contrastive.user_user_loss)
 
-    def _item_item(self, features, targets, table, uniform):
-        view = self._item_view(features, uniform) if self.perturbation else None
+    def _item_item(self, features, targets, table, seed):
+        view = self._item_view(features, seed) if self.perturbation else None
         return self._single_channel(None, targets, view, table, self.item_pos, self.item_hard,
                                     self.item_item_head, contrastive.item_item_loss)
 
