@@ -1,6 +1,7 @@
 """ComiRec-DR (dynamic-routing capsules), as in ComiRec's `CapsuleNetwork(bilinear_type=2)`."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from mic_tf.models.towers import UserTower
@@ -36,20 +37,23 @@ class ComiRecDR(UserTower):
         super().build(input_shape)
 
     def encode(self, history_emb, mask, training=False):
-        b_size = ops.shape(history_emb)[0]
+        b_size = tf.shape(history_emb)[0]
         k, d, length = self.num_interests, self.embedding_dim, self.maxlen
-        u_hat = ops.einsum("lod,bld->blo", self.bilinear, history_emb)  # [B, L, K*D]
-        u_hat = ops.transpose(ops.reshape(u_hat, (b_size, length, k, d)), (0, 2, 1, 3))
-        u_hat_fixed = ops.stop_gradient(u_hat)  # [B, K, L, D]
-        logits = ops.zeros((b_size, k, length), dtype=history_emb.dtype)
-        pad = ops.equal(mask[:, None, :], 0)
+        # The per-position maps as one batched matmul over L, `[L, B, D] x [L, D, K*D]`, and
+        # matmuls in the routing: `einsum` lowered these to slower contractions on the CPU
+        # (encoder forward + backward 9.5 -> 7.5 ms with XLA, 14.1 -> 8.4 ms without).
+        u = tf.matmul(tf.transpose(history_emb, (1, 0, 2)), self.bilinear, transpose_b=True)
+        u_hat = tf.transpose(tf.reshape(u, (length, b_size, k, d)), (1, 2, 0, 3))  # [B, K, L, D]
+        u_hat_fixed = tf.stop_gradient(u_hat)
+        logits = tf.zeros((b_size, k, length), dtype=history_emb.dtype)
+        pad = tf.equal(mask[:, None, :], 0)
         interests = None
         for i in range(self.routing_iterations):
-            weights = ops.where(pad, 0.0, ops.softmax(logits, axis=1))  # over interests
+            weights = tf.where(pad, 0.0, tf.nn.softmax(logits, axis=1))  # over interests
             source = u_hat if i == self.routing_iterations - 1 else u_hat_fixed
-            interests = squash(ops.einsum("bkl,bkld->bkd", weights, source))  # [B, K, D]
+            interests = squash(tf.squeeze(tf.matmul(weights[:, :, None, :], source), 2))  # [B, K, D]
             if i < self.routing_iterations - 1:
-                logits = logits + ops.einsum("bkld,bkd->bkl", u_hat_fixed, interests)
+                logits = logits + tf.squeeze(tf.matmul(u_hat_fixed, interests[..., None]), -1)
         return interests
 
     def get_config(self):
