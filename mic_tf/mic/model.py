@@ -134,11 +134,11 @@ class MICModel(RetrievalModel):
         rows of `bank` `[R, D]` listed in `id_lists` (each `[B, k]`, -1 = missing).
 
         Returns (the projected inputs, [(`[B, k, D]` rows, `[B, k]` mask) per list]), from one
-        head call and one normalisation (MIC's step is bound by its op count). When the bank has
-        no more rows than the lists hold (ml-100k: 754 users or 1,350 items against 1,280-2,560
-        listed rows per step) the whole bank is projected once and the lists gather from it;
-        otherwise (large catalogues) the listed rows are gathered first. Static shapes decide,
-        so either way the step stays XLA-compilable.
+        head call and one normalisation (few large products rather than many small ones). When
+        the bank has no more rows than the lists hold (ml-100k: 754 users or 1,350 items against
+        1,280-2,560 listed rows per step) the whole bank is projected once and the lists gather
+        from it; otherwise (large catalogues) the listed rows are gathered first. Static shapes
+        decide, so either way the step stays XLA-compilable.
         """
         d = self.embedding_dim
         flat = [tf.reshape(t, [-1, d]) for t in inputs]
@@ -154,7 +154,8 @@ class MICModel(RetrievalModel):
         rows = (tf.gather(parts[-1], tf.maximum(ids, 0)) if whole
                 else tf.reshape(parts[-1], [-1, ids.shape[1], d]))
         sizes = [i.shape[1] for i in id_lists]
-        return projected, list(zip(tf.split(rows, sizes, axis=1), tf.split(ids >= 0, sizes, axis=1)))
+        masks = tf.split(ids >= 0, sizes, axis=1)
+        return projected, list(zip(tf.split(rows, sizes, axis=1), masks))
 
     # ---- views -------------------------------------------------------------------------------
     def draw_noise(self, features) -> dict:

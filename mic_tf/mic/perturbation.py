@@ -7,10 +7,11 @@ the pipeline. Embedding-level dropout, the other half of the perturbation, is in
 A view of a user: each history item is masked with probability `p` (never all of them: the most
 recent item survives when every item was drawn) and the masked items are *removed*, the rest keeping
 their order and the right padding; each user field is masked to 0 ("unknown") with probability `p`.
-The embedding dropout's masks come from `hash_keep_mask`, in the model.
 A view of an item: its id (to the mask row 0) and its category (to 0) are each masked with
 probability `p`, never both; an item tower without categories has only its id, which is then never
 masked (that view differs from the original by embedding dropout only).
+
+`hash_keep_mask` (below) makes the embedding dropout's masks; the model applies them.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ class ComiRecDR(UserTower):
         for i in range(self.routing_iterations):
             weights = tf.where(pad, 0.0, tf.nn.softmax(logits, axis=1))  # over interests
             source = u_hat if i == self.routing_iterations - 1 else u_hat_fixed
-            interests = squash(tf.squeeze(tf.matmul(weights[:, :, None, :], source), 2))  # [B, K, D]
+            pooled = tf.squeeze(tf.matmul(weights[:, :, None, :], source), 2)  # [B, K, D]
+            interests = squash(pooled)
             if i < self.routing_iterations - 1:
                 logits = logits + tf.squeeze(tf.matmul(u_hat_fixed, interests[..., None]), -1)
         return interests
