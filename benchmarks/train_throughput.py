@@ -91,7 +91,7 @@ def main(argv):
                                          resolve_optimizer)
 
     ds = load_data()
-    jit = default_jit_compile(ds.num_items) if FLAGS.jit_compile is None else FLAGS.jit_compile
+    jit = default_jit_compile(ds.num_items, FLAGS.jit_compile)
     train = TrainConfig(batch_size=FLAGS.batch_size, maxlen=FLAGS.maxlen, seed=FLAGS.seed,
                         sampler=FLAGS.sampler, jit_compile=jit)
     cfg = ExperimentConfig(encoder=FLAGS.encoder, plugin=FLAGS.plugin,

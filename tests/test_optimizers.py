@@ -141,3 +141,5 @@ def test_xla_is_on_by_default_only_where_adam_is_dense():
 
     assert default_jit_compile(1349) is True
     assert default_jit_compile(LAZY_ADAM_MIN_ITEMS) is False
+    assert default_jit_compile(1349, False) is False  # an explicit choice wins
+    assert default_jit_compile(LAZY_ADAM_MIN_ITEMS, True) is True

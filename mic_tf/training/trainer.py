@@ -64,10 +64,12 @@ def resolve_optimizer(name: str, num_items: int) -> str:
     return name
 
 
-def default_jit_compile(num_items: int) -> bool:
-    """XLA on the update by default below LAZY_ADAM_MIN_ITEMS items: 1.1-1.5x faster on ml-100k
-    for every encoder but GRU4Rec (level); off above, where XLA's scatter of the sparse table
-    updates was slower (YouTube DNN, 292k items: 19.5k vs 23.2k examples/s)."""
+def default_jit_compile(num_items: int, requested: bool | None = None) -> bool:
+    """`requested` when given; else XLA on the update below LAZY_ADAM_MIN_ITEMS items: 1.1-1.5x
+    faster on ml-100k for every encoder but GRU4Rec (level); off above, where XLA's scatter of
+    the sparse table updates was slower (YouTube DNN, 292k items: 19.5k vs 23.2k examples/s)."""
+    if requested is not None:
+        return bool(requested)
     return num_items < LAZY_ADAM_MIN_ITEMS
 
 
