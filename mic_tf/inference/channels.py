@@ -50,7 +50,8 @@ def u2i(ds: Datastore, queries: np.ndarray, k1: int) -> np.ndarray:
     return items[:, :width]
 
 
-def u2u(ds: Datastore, queries: np.ndarray, m1: int, m2: int) -> tuple[np.ndarray, np.ndarray]:
+def u2u(ds: Datastore, queries: np.ndarray, m1: int, m2: int,
+        exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """U2U: the `m1` most similar training users and, from each, their last `m2` items.
 
     The query is reduced to one unit vector (`reduce_users`: multi-interest -> renormalised mean
@@ -62,6 +63,9 @@ def u2u(ds: Datastore, queries: np.ndarray, m1: int, m2: int) -> tuple[np.ndarra
       ds: the datastore.
       queries: `[B, D]` or `[B, K, D]`.
       m1: neighbours per query, m2: items per neighbour.
+      exclude: optional `[B]` training-user index of each query (-1 = none): a query user who
+        is in the user datastore is not its own neighbour (m1 + 1 are searched and the user is
+        dropped, or the last one when it was not found; `drop_self`, as the I2I table).
 
     Returns:
       `(items, neighbours)`: `[B, m1' * m2]` item ids (neighbour-major, each neighbour's items
@@ -71,15 +75,37 @@ def u2u(ds: Datastore, queries: np.ndarray, m1: int, m2: int) -> tuple[np.ndarra
     q = reduce_users(queries)
     if m1 <= 0 or m2 <= 0:
         return np.zeros((len(q), 0), np.int64), np.full((len(q), 0), -1, np.int64)
-    _, neighbours = ds.search_users(q, m1)
+    neighbours = similar_users(ds, q, m1, exclude)
+    return neighbour_items(ds.history_items, ds.history_offsets, neighbours, m2), neighbours
+
+
+def similar_users(ds: Datastore, unit_queries: np.ndarray, m1: int,
+                  exclude: np.ndarray | None = None) -> np.ndarray:
+    """The `m1` nearest training users of `[B, D]` unit queries, `[B, min(m1, U)]` (-1 =
+    missing); `exclude` as in `u2u`."""
+    if exclude is None:
+        return ds.search_users(unit_queries, m1)[1]
+    exclude = np.asarray(exclude, dtype=np.int64)
+    _, found = ds.search_users(unit_queries, m1 + 1)
+    width = min(m1, ds.num_users)
+    if found.shape[1] < width + 1:  # m1 >= U: pad so that drop_self keeps min(m1, U) slots
+        found = np.pad(found, ((0, 0), (0, width + 1 - found.shape[1])), constant_values=-1)
+    out = drop_self(found, exclude)
+    return np.where(exclude[:, None] >= 0, out, found[:, :width])
+
+
+def neighbour_items(history_items: np.ndarray, history_offsets: np.ndarray,
+                    neighbours: np.ndarray, m2: int) -> np.ndarray:
+    """The last `m2` items of each neighbour's CSR history, `[B, m1 * m2]` (neighbour-major,
+    oldest first, 0 = empty or missing neighbour -1)."""
     valid = neighbours >= 0
     safe = np.where(valid, neighbours, 0)
-    starts, ends = ds.history_offsets[safe], ds.history_offsets[safe + 1]  # [B, m1']
+    starts, ends = history_offsets[safe], history_offsets[safe + 1]  # [B, m1']
     pos = ends[..., None] - m2 + np.arange(m2)  # [B, m1', m2] the last m2 positions
     ok = valid[..., None] & (pos >= starts[..., None])
-    items = np.where(ok, ds.history_items[np.clip(pos, 0, max(len(ds.history_items) - 1, 0))]
-                     if len(ds.history_items) else 0, 0)
-    return items.reshape(len(q), neighbours.shape[1] * m2).astype(np.int64), neighbours
+    items = np.where(ok, history_items[np.clip(pos, 0, max(len(history_items) - 1, 0))]
+                     if len(history_items) else 0, 0)
+    return items.reshape(len(neighbours), neighbours.shape[1] * m2).astype(np.int64)
 
 
 def last_items(histories: np.ndarray, m: int) -> np.ndarray:

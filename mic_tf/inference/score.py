@@ -303,27 +303,86 @@ def greedy_pick_one(base: np.ndarray, cands: np.ndarray, categories: np.ndarray,
     return items, scores
 
 
-def _score_candidates(ds: Datastore, q: np.ndarray, h: np.ndarray, cfg: InferenceConfig):
-    """The channels, the counts and `cos + lam_mic * softmax(s)` of a validated batch."""
+def retrieve(ds: Datastore, q: np.ndarray, h: np.ndarray, cfg: InferenceConfig,
+             exclude_users: np.ndarray | None = None) -> dict:
+    """The enabled channels' raw retrievals, `{"u2i" | "u2u" | "i2i": [B, W] item ids}` (0 =
+    empty, repeats kept); `exclude_users` (`[B]` training-user index or -1) is passed to U2U."""
     retrieved = {}
     if cfg.use_u2i:
         retrieved["u2i"] = channels.u2i(ds, q, cfg.top_n if cfg.k1 is None else cfg.k1)
     if cfg.use_u2u:
-        retrieved["u2u"] = channels.u2u(ds, q, cfg.m1, cfg.m2)[0]
+        retrieved["u2u"] = channels.u2u(ds, q, cfg.m1, cfg.m2, exclude=exclude_users)[0]
     if cfg.use_i2i:
         retrieved["i2i"] = channels.i2i(ds, h, cfg.m, cfg.m3)
-    cands, counts = count_candidates(np.concatenate(list(retrieved.values()), axis=1))
+    return retrieved
+
+
+def score_retrieved(ds: Datastore, q: np.ndarray, retrieved: dict, cfg: InferenceConfig):
+    """The counts and `basic + lam_mic * Score_MIC` of given retrievals.
+
+    Args:
+      ds: the datastore (item vectors, geometry).
+      q: `[B, D]` or `[B, K, D]` query vectors.
+      retrieved: channel name -> `[B, W]` retrieved item ids (0 = empty); the channels' order
+        does not matter (the candidates are sorted by id).
+      cfg: the lambdas and readings (`basic_norm`, `mic_score`).
+
+    Returns:
+      `(cands [B, C], counts [B, C], base [B, C] float64)`.
+    """
+    parts = list(retrieved.values()) or [np.zeros((len(q), 0), np.int64)]
+    cands, counts = count_candidates(np.concatenate(parts, axis=1))
     base = basic_scores(ds, q, cands, cfg.score_batch).astype(np.float64)
     if cfg.basic_norm == "minmax":
         base = minmax_rows(base, cands != 0)
     if cfg.lam_mic:
         mic = count_softmax(counts) if cfg.mic_score == "softmax" else max_normalised_counts(counts)
         base = base + cfg.lam_mic * mic
-    return retrieved, cands, counts, base
+    return cands, counts, base
+
+
+def _score_candidates(ds: Datastore, q: np.ndarray, h: np.ndarray, cfg: InferenceConfig,
+                      exclude_users: np.ndarray | None = None):
+    """The channels, the counts and `basic + lam_mic * Score_MIC` of a validated batch."""
+    retrieved = retrieve(ds, q, h, cfg, exclude_users)
+    return (retrieved, *score_retrieved(ds, q, retrieved, cfg))
+
+
+def pick(ds: Datastore, base: np.ndarray, cands: np.ndarray, cfg: InferenceConfig,
+         online: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy diversity pick of `[B, C]` scored candidates -> `[B, N]` items and scores;
+    `online` picks each row with `greedy_pick_one` (same result, fewer steps for one user)."""
+    categories = ds.item_category[cands]
+    if not online:
+        return greedy_pick(base, cands, categories, cfg.top_n, cfg.lam_div)
+    picked = [greedy_pick_one(*(x[0] for x in _prune(base[r:r + 1], cands[r:r + 1],
+                                                       categories[r:r + 1], cfg.top_n,
+                                                       cfg.lam_div)), cfg.top_n, cfg.lam_div)
+              for r in range(len(cands))]
+    items = np.stack([p[0] for p in picked]).reshape(len(cands), cfg.top_n)
+    scores = np.stack([p[1] for p in picked]).reshape(len(cands), cfg.top_n)
+    return items, scores
+
+
+def rank_retrieved(ds: Datastore, queries, retrieved: dict, config: InferenceConfig,
+                   online: bool = False) -> InferenceResult:
+    """MIC's merge (eq. 3-5) of retrievals gathered elsewhere (the online service reads U2U and
+    I2I from Redis): the same counting, scores and greedy pick as `recommend`.
+
+    Args:
+      ds: the datastore; queries: `[B, D]` or `[B, K, D]`; retrieved: channel -> `[B, W]`.
+      config: the settings (`top_n`, lambdas, readings); online: see `pick`.
+    """
+    cfg = config
+    cfg.validate()
+    q = np.asarray(queries, dtype=np.float32)
+    cands, counts, base = score_retrieved(ds, q, retrieved, cfg)
+    items, scores = pick(ds, base, cands, cfg, online)
+    return InferenceResult(items, scores, cands, counts, retrieved)
 
 
 def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None = None,
-              online: bool = False) -> InferenceResult:
+              online: bool = False, exclude_users=None) -> InferenceResult:
     """Cross-channel recommendation for a batch of query users.
 
     Args:
@@ -333,6 +392,8 @@ def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None 
       config: channel switches, sizes and lambdas (defaults: MIC, spec 4).
       online: pick each row with `greedy_pick_one` (fewer steps for one user; same result)
         instead of the vectorised scan (fewer steps per user for a batch).
+      exclude_users: optional `[B]` training-user indices (-1 = none) that U2U must not return
+        as their own neighbour (a query user who is in the user datastore).
 
     Returns:
       An `InferenceResult` with the ranked `[B, N]` items and the per-channel retrievals.
@@ -349,17 +410,12 @@ def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None 
         raise ValueError("queries hold NaN or inf values")
     if len(h) and h.size and (h.min() < 0 or h.max() > ds.num_items):
         raise ValueError(f"history ids must be in 0..{ds.num_items}")
-    retrieved, cands, counts, base = _score_candidates(ds, q, h, cfg)
-    categories = ds.item_category[cands]
-    if online:
-        picked = [greedy_pick_one(*(x[0] for x in _prune(base[r:r + 1], cands[r:r + 1],
-                                                           categories[r:r + 1], cfg.top_n,
-                                                           cfg.lam_div)), cfg.top_n, cfg.lam_div)
-                  for r in range(len(cands))]
-        items = np.stack([p[0] for p in picked]).reshape(len(cands), cfg.top_n)
-        scores = np.stack([p[1] for p in picked]).reshape(len(cands), cfg.top_n)
-    else:
-        items, scores = greedy_pick(base, cands, categories, cfg.top_n, cfg.lam_div)
+    if exclude_users is not None:
+        exclude_users = np.asarray(exclude_users, dtype=np.int64).reshape(-1)
+        if exclude_users.shape != (len(q),):
+            raise ValueError(f"exclude_users must be [B = {len(q)}], got {exclude_users.shape}")
+    retrieved, cands, counts, base = _score_candidates(ds, q, h, cfg, exclude_users)
+    items, scores = pick(ds, base, cands, cfg, online)
     return InferenceResult(items, scores, cands, counts, retrieved)
 
 
@@ -380,12 +436,15 @@ class CrossChannelInference:
         """Batch path: `[B, D]` / `[B, K, D]` queries and `[B, L]` histories (see `recommend`)."""
         return recommend(self.datastore, queries, histories, self.config)
 
-    def recommend_one(self, query, history) -> tuple[np.ndarray, np.ndarray]:
+    def recommend_one(self, query, history, exclude_user: int = -1
+                      ) -> tuple[np.ndarray, np.ndarray]:
         """Online path for one user: the batch path with B = 1.
 
         Args:
           query: `[D]` or `[K, D]` user vector(s).
           history: `[L]` item ids (0s are ignored).
+          exclude_user: the user's own training-user index when it is in the user datastore
+            (U2U then skips it), -1 otherwise.
 
         Returns:
           `[N]` ranked item ids (0 = empty) and `[N]` scores, identical to the user's row of
@@ -393,5 +452,6 @@ class CrossChannelInference:
         """
         q = np.asarray(query, dtype=np.float32)[None]
         h = np.asarray(history, dtype=np.int64).reshape(1, -1)
-        result = recommend(self.datastore, q, h, self.config, online=True)
+        result = recommend(self.datastore, q, h, self.config, online=True,
+                           exclude_users=None if exclude_user < 0 else [exclude_user])
         return result.items[0], result.scores[0]
