@@ -1,0 +1,145 @@
+"""The serving command line (absl flags live here only; the library takes plain arguments).
+
+    python -m mic_tf.serving export --run_dir=RUN --bundle_dir=B [--index_type=auto|flat|ivf|hnsw]
+    python -m mic_tf.serving load   --bundle_dir=B --redis_url=redis://127.0.0.1:6379/0
+    python -m mic_tf.serving serve  --bundle_dir=B --redis_url=... [--host=127.0.0.1 --port=8000
+                                    --api_key=KEY]
+    python -m mic_tf.serving drop   --version=V --redis_url=...   (an old version's keys)
+
+Each command prints a final JSON line.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from absl import app, flags, logging  # noqa: E402
+
+COMMANDS = ("export", "load", "serve", "drop")
+
+flags.DEFINE_string("run_dir", None, "export: a finished run of experiments/run.py.")
+flags.DEFINE_string("bundle_dir", None, "export: the bundle to write; load/serve: to read.")
+flags.DEFINE_enum("index_type", "auto", ["auto", "flat", "ivf", "hnsw"],
+                  "export: Faiss index (auto: exact up to 100k items, IVF nprobe 32 above).")
+flags.DEFINE_integer("nprobe", None, "export: IVF lists probed (default 32).")
+flags.DEFINE_string("version", None, "export: version id (default UTC time + random); "
+                    "drop: the version to delete.")
+flags.DEFINE_float("history_until", 0.0, "export: Unix time of the newest click in the run's "
+                   "data; events at or before it are taken as already in the bundle (0: none).")
+flags.DEFINE_string("data_dir", None, "export: processed-data folder (default: the run's).")
+flags.DEFINE_string("redis_url", "redis://127.0.0.1:6379/0", "load/serve/drop: Redis.")
+flags.DEFINE_string("key_prefix", "mic", "Redis key prefix.")
+flags.DEFINE_boolean("force", False, "load: load again a version marked loaded; drop: drop "
+                     "even the active version.")
+flags.DEFINE_string("host", "127.0.0.1", "serve: bind address (loopback unless --api_key).")
+flags.DEFINE_integer("port", 8000, "serve: port.")
+flags.DEFINE_string("api_key", None, "serve: key required (X-API-Key) on events and admin "
+                    "routes; required for a non-loopback --host. Default: $MIC_API_KEY.")
+flags.DEFINE_float("redis_timeout_ms", 50.0, "serve: time-out of one Redis round trip.")
+flags.DEFINE_float("redis_connect_timeout_ms", 50.0, "serve: Redis connect time-out.")
+flags.DEFINE_float("redis_backoff_ms", 500.0, "serve: after a Redis failure, answer without "
+                   "Redis this long before trying again.")
+flags.DEFINE_integer("max_n", 1000, "serve: largest n of a request.")
+flags.DEFINE_integer("max_history", 1000, "serve: longest history of a request.")
+flags.DEFINE_integer("max_body_bytes", 65536, "serve: request body limit.")
+flags.DEFINE_integer("max_concurrency", 64, "serve: requests in progress before 503.")
+flags.DEFINE_integer("faiss_threads", 1, "serve: Faiss OpenMP threads.")
+flags.DEFINE_integer("tf_threads", 1, "serve: TensorFlow intra-op threads.")
+FLAGS = flags.FLAGS
+
+
+def _need(*names):
+    missing = [f"--{n}" for n in names if getattr(FLAGS, n) in (None, "")]
+    if missing:
+        raise SystemExit(f"error: {' '.join(missing)} required")
+
+
+def _client():
+    from mic_tf.serving.store import StoreSettings, connect
+
+    return connect(StoreSettings(url=FLAGS.redis_url, timeout_ms=60_000,
+                                 connect_timeout_ms=5_000))
+
+
+def cmd_export():
+    _need("run_dir", "bundle_dir")
+    from mic_tf.serving.export import export_run
+
+    params = {"nprobe": FLAGS.nprobe} if FLAGS.nprobe else None
+    return export_run(FLAGS.run_dir, FLAGS.bundle_dir, index_type=FLAGS.index_type,
+                      index_params=params, version=FLAGS.version,
+                      history_until=FLAGS.history_until, data_dir=FLAGS.data_dir,
+                      log=lambda m: print(m, file=sys.stderr))
+
+
+def cmd_load():
+    _need("bundle_dir")
+    from mic_tf.serving.bundle import Bundle
+    from mic_tf.serving.loader import bulk_load
+
+    return bulk_load(Bundle(FLAGS.bundle_dir), _client(), prefix=FLAGS.key_prefix,
+                     force=FLAGS.force, log=lambda m: print(m, file=sys.stderr))
+
+
+def cmd_drop():
+    _need("version")
+    from mic_tf.serving.loader import drop_version
+
+    removed = drop_version(_client(), FLAGS.key_prefix, FLAGS.version, force=FLAGS.force,
+                           log=lambda m: print(m, file=sys.stderr))
+    return {"version": FLAGS.version, "removed_keys": removed}
+
+
+def cmd_serve():
+    _need("bundle_dir")
+    api_key = FLAGS.api_key or os.environ.get("MIC_API_KEY") or None
+    from mic_tf.serving.security import check_bind
+
+    check_bind(FLAGS.host, api_key)
+    # Before Faiss (libgomp) loads: the default of threads that never call omp_set_num_threads.
+    os.environ.setdefault("OMP_NUM_THREADS", str(FLAGS.faiss_threads))
+    import uvicorn
+
+    from mic_tf.serving.app import ServingSettings, create_app
+    from mic_tf.serving.store import StoreSettings
+    from mic_tf.serving.tower import configure_threads
+
+    configure_threads(FLAGS.tf_threads, 2)
+    settings = ServingSettings(
+        bundle_dir=FLAGS.bundle_dir, prefix=FLAGS.key_prefix, api_key=api_key,
+        store=StoreSettings(url=FLAGS.redis_url, timeout_ms=FLAGS.redis_timeout_ms,
+                            connect_timeout_ms=FLAGS.redis_connect_timeout_ms,
+                            backoff_ms=FLAGS.redis_backoff_ms),
+        max_n=FLAGS.max_n, max_history=FLAGS.max_history, max_body_bytes=FLAGS.max_body_bytes,
+        faiss_threads=FLAGS.faiss_threads, tf_intra_threads=FLAGS.tf_threads)
+    application = create_app(settings)
+    model = application.state.mic.model
+    print(json.dumps({"serving": model.version, "host": FLAGS.host, "port": FLAGS.port}),
+          flush=True)
+    uvicorn.run(application, host=FLAGS.host, port=FLAGS.port, log_level="warning",
+                access_log=False, limit_concurrency=FLAGS.max_concurrency)
+    return {"stopped": model.version}
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise SystemExit(f"usage: python -m mic_tf.serving {{{','.join(COMMANDS)}}} --flags "
+                         f"(got {argv[1:]})")
+    import redis
+
+    from mic_tf.errors import MicError
+
+    try:
+        result = globals()[f"cmd_{argv[1]}"]()
+    except MicError as e:
+        sys.exit(f"error: {e}")
+    except redis.RedisError as e:
+        sys.exit(f"error: Redis at {FLAGS.redis_url}: {e}")
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,366 @@
+"""The HTTP service (FastAPI; run by uvicorn): versioned routes over one `ServingModel` at a time.
+
+    POST /v1/recommend     {"user_id": ..., "n": 200} or {"history": [raw item ids], "n": ...}
+    POST /v1/events        {"user_id", "item_id", "timestamp"}        (API key when one is set)
+    POST /v1/admin/reload  {"bundle_dir": ...}                         (API key when one is set)
+    GET  /healthz, GET /metrics (Prometheus text), GET /openapi.json, GET /docs
+
+Routes are plain functions, run by FastAPI in its thread pool: the tower and Faiss release the
+GIL, and a request takes the model it starts with (`state.model`), so a reload swaps one
+reference and requests in flight finish on the old bundle.
+"""
+
+# No `from __future__ import annotations`: FastAPI must resolve the request models, which are
+# local to `_models`, from the route functions' real annotations.
+import dataclasses
+import json
+import threading
+import time
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mic_tf.errors import MicError
+from mic_tf.serving.bundle import Bundle
+from mic_tf.serving.engine import Recommender, ServingModel
+from mic_tf.serving.errors import StoreUnavailable, UnknownIdsError
+from mic_tf.serving.keys import Keys, encode_event
+from mic_tf.serving.metrics import Metrics
+from mic_tf.serving.security import key_matches
+from mic_tf.serving.store import OnlineStore, StoreSettings
+
+ROUTES = ("/v1/recommend", "/v1/events", "/v1/admin/reload", "/healthz", "/metrics")
+
+
+@dataclasses.dataclass
+class ServingSettings:
+    """Everything `create_app` needs (the CLI fills it from flags).
+
+    Attributes:
+      bundle_dir: the bundle served at start.
+      store: Redis settings (time-outs in ms).
+      prefix: Redis key prefix.
+      api_key: required on events and admin routes when set (header `X-API-Key`).
+      max_n: largest `n`; max_history: longest `history`; max_body_bytes: request body limit.
+      default_n: `n` when a request gives none (None: the bundle's `top_n`).
+      faiss_threads / tf_intra_threads / tf_inter_threads: thread pools (1 suits batch-1
+        requests served from several threads).
+    """
+
+    bundle_dir: str
+    store: StoreSettings = dataclasses.field(default_factory=StoreSettings)
+    prefix: str = "mic"
+    api_key: str | None = None
+    max_n: int = 1000
+    max_history: int = 1000
+    max_body_bytes: int = 65536
+    default_n: int | None = None
+    faiss_threads: int = 1
+    tf_intra_threads: int = 1
+    tf_inter_threads: int = 2
+
+
+def _models(settings: ServingSettings):
+    """Request models with the settings' bounds (so the OpenAPI schema states them)."""
+    config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    Id = Field(min_length=1, max_length=256)
+
+    class RecommendRequest(BaseModel):
+        """Exactly one of `user_id` (a known or new user; the history is read from Redis) and
+        `history` (raw item ids, oldest first)."""
+        model_config = config
+        user_id: str | None = Field(None, min_length=1, max_length=256)
+        history: list[str] | None = Field(None, max_length=settings.max_history)
+        n: int | None = Field(None, ge=1, le=settings.max_n,
+                              description="Items to return (default: the bundle's top_n).")
+
+        @model_validator(mode="after")
+        def _one_of(self):
+            if (self.user_id is None) == (self.history is None):
+                raise ValueError("give exactly one of user_id and history")
+            return self
+
+    class Event(BaseModel):
+        """A click: appended to the user's history in Redis before the answer."""
+        model_config = config
+        user_id: str = Id
+        item_id: str = Id
+        timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False,
+                                        description="Unix seconds (default: now).")
+
+    class ReloadRequest(BaseModel):
+        model_config = config
+        bundle_dir: str = Field(min_length=1, max_length=4096)
+
+    class Item(BaseModel):
+        item_id: str
+        score: float
+        channels: list[str]
+
+    class RecommendResponse(BaseModel):
+        version: str
+        items: list[Item]
+        degraded: list[str] = Field(description="Channels left out (Redis unavailable).")
+        fallback: str | None = Field(description='"popular" when the user has no history.')
+        history_length: int
+        timings_ms: dict[str, float]
+
+    class EventResponse(BaseModel):
+        user_id: str
+        item_id: str
+        events: int = Field(description="Events now held for the user (capped at H).")
+
+    class ReloadResponse(BaseModel):
+        version: str
+        previous: str
+        seconds: float
+
+    return (RecommendRequest, Event, ReloadRequest, RecommendResponse, EventResponse,
+            ReloadResponse)
+
+
+class AppState:
+    """The served model, the store and the metrics; `swap` replaces the model atomically."""
+
+    def __init__(self, settings: ServingSettings, model: ServingModel | None = None):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = OnlineStore(settings.store, on_error=self.metrics.redis_error)
+        self.recommender = Recommender(self.store, self.metrics, settings.faiss_threads)
+        self.reload_lock = threading.Lock()
+        self.model = model or ServingModel(Bundle(settings.bundle_dir), settings.prefix)
+        self.model.warm_up()
+        self.metrics.set_version(self.model.version)
+        self._announce()
+
+    def _announce(self) -> None:
+        try:
+            self.store.set_active(self.model.keys)
+        except StoreUnavailable:
+            pass  # informational (drop's guard); set again on the next reload
+
+    def swap(self, model: ServingModel) -> str:
+        previous, self.model = self.model.version, model
+        self.metrics.set_version(model.version)
+        self._announce()
+        return previous
+
+
+def _error(status: int, message: str, headers=None, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method == "POST" and not (content_type == "application/json"
+                                         or content_type.endswith("+json")):
+        # FastAPI only parses JSON bodies sent as JSON; say so instead of "not an object".
+        return _error(415, f"send the body as JSON with Content-Type: application/json (got "
+                           f"{content_type or 'no Content-Type'!r})")
+    if any(e.get("type") == "json_invalid" for e in errors):
+        e = next(e for e in errors if e.get("type") == "json_invalid")
+        reason = (e.get("ctx") or {}).get("error", e.get("msg"))
+        return _error(400, f"the request body is not valid JSON ({reason})")
+    parts = []
+    for e in errors:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{where}: {e.get('msg')}")
+    detail = [{"loc": list(map(str, e.get("loc", ()))), "msg": str(e.get("msg")),
+               "type": str(e.get("type"))} for e in errors]
+    return _error(422, "invalid request: " + "; ".join(parts), detail=detail)
+
+
+class BodyLimit:
+    """ASGI middleware: bodies over `limit` bytes get 413 (Content-Length checked up front,
+    chunked bodies counted as they arrive)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await self._reject(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # FastAPI turns other exceptions here into a 400
+                    raise StarletteHTTPException(413, f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _reject(self, send):
+        body = json.dumps({"error": f"request body over {self.limit} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class RequestMetrics:
+    """ASGI middleware: request count by route and status, and time in the app by route."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def tracking_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = scope.get("path") if scope.get("path") in ROUTES else "other"
+            self.metrics.requests.labels(route, str(status[0])).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+def create_app(settings: ServingSettings, model: ServingModel | None = None) -> FastAPI:
+    """The FastAPI app over `settings.bundle_dir` (or an already loaded `model`)."""
+    import faiss
+
+    faiss.omp_set_num_threads(settings.faiss_threads)
+    state = AppState(settings, model)
+    (RecommendRequest, Event, ReloadRequest, RecommendResponse, EventResponse,
+     ReloadResponse) = _models(settings)
+    app = FastAPI(title="mic-tf serving", version="1",
+                  description="MIC cross-channel retrieval (U2I + U2U + I2I) over Redis and "
+                              "Faiss; paper section 2.9.")
+    app.state.mic = state
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, lambda request, exc: _error(
+        exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)))
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=state.metrics)  # outermost: sees the 413s too
+    header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    def require_key(key: str | None = Depends(header)):
+        if not key_matches(key, settings.api_key):
+            raise _Unauthorised()
+
+    @app.exception_handler(_Unauthorised)
+    def _unauthorised(request, exc):
+        return _error(401, "missing or wrong X-API-Key header")
+
+    @app.post("/v1/recommend", response_model=RecommendResponse,
+              responses={422: {"description": "invalid request or unknown item ids"}})
+    def recommend(body: RecommendRequest):
+        """Ranked raw item ids with their scores and the channels that retrieved each."""
+        model = state.model  # this request's bundle, whatever a reload does meanwhile
+        n = body.n or settings.default_n or model.config.top_n
+        try:
+            rec = state.recommender.recommend(model, min(n, settings.max_n),
+                                              user_id=body.user_id, history=body.history)
+        except UnknownIdsError as e:
+            return _error(422, str(e), unknown_item_ids=e.ids)
+        return JSONResponse(rec.as_dict())
+
+    @app.post("/v1/events", response_model=EventResponse, dependencies=[Depends(require_key)],
+              responses={401: {"description": "API key missing or wrong"},
+                         422: {"description": "invalid event or unknown item id"},
+                         503: {"description": "Redis unavailable: retry after Retry-After"}})
+    def events(body: Event):
+        """Appends a click to the user's history (Redis); the next recommend reflects it."""
+        model = state.model
+        if body.item_id not in model.item_index:
+            state.metrics.events.labels("unknown_item").inc()
+            return _error(422, f"unknown item ids: {body.item_id!r}",
+                          unknown_item_ids=[body.item_id])
+        ts = time.time() if body.timestamp is None else body.timestamp
+        try:
+            held = state.store.append_event(model.keys, body.user_id,
+                                            encode_event(ts, body.item_id), model.cap)
+        except StoreUnavailable as e:
+            state.metrics.events.labels("unavailable").inc()
+            return _error(503, f"event not stored, retry later: {e}",
+                          headers={"Retry-After": str(state.store.retry_after_s)})
+        state.metrics.events.labels("stored").inc()
+        return JSONResponse({"user_id": body.user_id, "item_id": body.item_id, "events": held})
+
+    @app.post("/v1/admin/reload", response_model=ReloadResponse,
+              dependencies=[Depends(require_key)],
+              responses={400: {"description": "not a bundle"},
+                         401: {"description": "API key missing or wrong"},
+                         409: {"description": "a reload is running, or the version is not "
+                                              "loaded in Redis"},
+                         503: {"description": "Redis unavailable"}})
+    def reload(body: ReloadRequest):
+        """Loads a bundle beside the served one and switches to it atomically."""
+        if not state.reload_lock.acquire(blocking=False):
+            return _error(409, "another reload is running")
+        try:
+            return _reload(state, body.bundle_dir)
+        finally:
+            state.reload_lock.release()
+
+    @app.get("/healthz")
+    def healthz():
+        """Liveness (always 200 while a bundle is served) and readiness details."""
+        model = state.model
+        try:
+            ready = state.store.is_ready(model.keys)
+            redis_state = "up"
+        except StoreUnavailable:
+            ready, redis_state = False, "down"
+        return {"status": "ok" if ready else "degraded", "version": model.version,
+                "redis": redis_state, "version_loaded": ready}
+
+    @app.get("/metrics")
+    def metrics():
+        """Prometheus text format."""
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+class _Unauthorised(Exception):
+    pass
+
+
+def _reload(state: AppState, bundle_dir: str) -> JSONResponse:
+    start = time.perf_counter()
+    try:
+        bundle = Bundle(bundle_dir)
+    except (MicError, OSError, ValueError) as e:  # ValueError: a path with a NUL byte
+        state.metrics.reloads.labels("bad_bundle").inc()
+        return _error(400, str(e))
+    old = state.model
+    if bundle.version != old.version:
+        try:
+            ready = state.store.is_ready(Keys(state.settings.prefix, bundle.version))
+        except StoreUnavailable as e:
+            state.metrics.reloads.labels("redis_unavailable").inc()
+            return _error(503, f"cannot check the new version in Redis: {e}",
+                          headers={"Retry-After": str(state.store.retry_after_s)})
+        if not ready:
+            state.metrics.reloads.labels("not_loaded").inc()
+            return _error(409, f"bundle version {bundle.version} is not loaded in Redis: run "
+                               f"`python -m mic_tf.serving load --bundle_dir={bundle_dir}` first")
+        try:
+            model = ServingModel(bundle, state.settings.prefix)
+            model.warm_up()
+        except (MicError, OSError, ValueError) as e:
+            state.metrics.reloads.labels("bad_bundle").inc()
+            return _error(400, f"cannot load {bundle_dir}: {e}")
+        state.swap(model)
+    state.metrics.reloads.labels("ok").inc()
+    return JSONResponse({"version": bundle.version, "previous": old.version,
+                         "seconds": round(time.perf_counter() - start, 3)})
