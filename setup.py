@@ -1,6 +1,6 @@
 """mic-tf: MIC (CIKM'22) in TensorFlow 2 / Keras 3.
 
-CPU (default):  pip install -e ".[test]"
+CPU (default):  pip install -e ".[test]"      (".[serving]" for the online service alone)
 GPU:            pip install -r requirements-gpu.txt && pip install --no-deps -e .
 """
 
@@ -14,6 +14,10 @@ def _requirements(name):
     return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
 
 
+# `python -m mic_tf.serving` (spec 9); Redis itself is Debian's `redis-server` (.ci/run).
+SERVING = ["fastapi>=0.115", "pydantic>=2.7", "uvicorn[standard]>=0.30", "redis[hiredis]>=5.0",
+           "prometheus-client>=0.20", "orjson>=3.9"]
+
 setup(
     name="mic-tf",
     version="0.1.0",
@@ -23,6 +27,7 @@ setup(
     packages=find_packages(include=["mic_tf", "mic_tf.*"]),
     python_requires=">=3.10,<3.13",
     install_requires=_requirements("requirements.txt"),
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"serving": SERVING,
+                    "test": ["pytest>=7", "httpx>=0.27", "schemathesis>=4", *SERVING]},
     license="Apache-2.0",
 )

@@ -137,7 +137,10 @@ class Recommendation:
     timings_ms: dict
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        # Not dataclasses.asdict: that deep-copies the N item dicts.
+        return {"version": self.version, "items": self.items, "degraded": self.degraded,
+                "fallback": self.fallback, "history_length": self.history_length,
+                "timings_ms": self.timings_ms}
 
 
 class Recommender:

@@ -101,6 +101,9 @@ def export_run(run_dir, bundle_dir, index_type: str = "auto", index_params: dict
     Returns:
       `{"bundle_dir", "version", "seconds", ...counts}`.
     """
+    start = time.perf_counter()
+    bundle_dir = Path(bundle_dir)
+    check_target(bundle_dir)  # fail before the expensive part (even TensorFlow's import)
     import keras
 
     from mic_tf.evaluation.checkpoint import load_run
@@ -108,9 +111,6 @@ def export_run(run_dir, bundle_dir, index_type: str = "auto", index_params: dict
     from mic_tf.serving.bundle import Bundle
     from mic_tf.serving.tower import UserTower
 
-    start = time.perf_counter()
-    bundle_dir = Path(bundle_dir)
-    check_target(bundle_dir)  # fail before the expensive part
     run = load_run(run_dir, data_dir=data_dir)
     cfg, data = run.config, run.ds
     inference = serving_config(cfg)

@@ -21,6 +21,26 @@ from mic_tf.serving.keys import Keys
 
 _FAILURES = (redis.RedisError, OSError)
 
+# The two reads of a recommend as Lua scripts: one command per round trip instead of ~45
+# pipelined ones (redis-py spends ~10 us of Python per command), and a consistent snapshot.
+READ_USER = """
+return {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]),
+        redis.call('LRANGE', KEYS[3], 0, -1), redis.call('GET', KEYS[4])}
+"""
+# ARGV[1] = n users; KEYS = n history keys, n event keys, then the items' similar-item keys.
+READ_NEIGHBOURHOOD = """
+local n = tonumber(ARGV[1])
+local histories, events, items = {}, {}, {}
+for i = 1, n do
+  histories[i] = redis.call('GET', KEYS[i])
+  events[i] = redis.call('LRANGE', KEYS[n + i], 0, -1)
+end
+for i = 2 * n + 1, #KEYS do
+  items[#items + 1] = redis.call('GET', KEYS[i])
+end
+return {histories, events, items}
+"""
+
 
 @dataclasses.dataclass
 class StoreSettings:
@@ -73,6 +93,8 @@ class OnlineStore:
     def __init__(self, settings: StoreSettings, on_error=None):
         self.settings = settings
         self.client = connect(settings)
+        self._read_user = self.client.register_script(READ_USER)  # EVALSHA, reloaded if missing
+        self._read_neighbourhood = self.client.register_script(READ_NEIGHBOURHOOD)
         self._down_until = 0.0
         self._lock = threading.Lock()
         self._on_error = on_error or (lambda e: None)
@@ -105,14 +127,8 @@ class OnlineStore:
 
     def read_user(self, keys: Keys, user: str) -> UserRecord:
         """One round trip: the version's ready flag, the user's history, events, similar users."""
-        def call():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.exists(keys.ready)
-            pipe.get(keys.history(user))
-            pipe.lrange(keys.events(user), 0, -1)
-            pipe.get(keys.similar_users(user))
-            return pipe.execute()
-        ready, history, events, similar = self._run(call)
+        names = [keys.ready, keys.history(user), keys.events(user), keys.similar_users(user)]
+        ready, history, events, similar = self._run(lambda: self._read_user(keys=names))
         if not ready:
             raise StoreUnavailable(f"Redis does not hold bundle version {keys.version} (run "
                                    f"`python -m mic_tf.serving load` for it)")
@@ -121,20 +137,15 @@ class OnlineStore:
     def read_neighbourhood(self, keys: Keys, users: list, items: list):
         """One round trip: the listed users' histories and events, and the listed items'
         similar items. Returns `(histories, events, similar_items)`, lists in input order."""
-        def call():
-            pipe = self.client.pipeline(transaction=False)
-            if users:
-                pipe.mget([keys.history(u) for u in users])
-                for u in users:
-                    pipe.lrange(keys.events(u), 0, -1)
-            if items:
-                pipe.mget([keys.similar_items(i) for i in items])
-            return pipe.execute() if users or items else []
-        out = self._run(call)
-        histories = out[0] if users else []
-        events = out[1:1 + len(users)] if users else []
-        similar = out[-1] if items else []
-        return histories, events, similar
+        if not users and not items:
+            return [], [], []
+        names = ([keys.history(u) for u in users] + [keys.events(u) for u in users]
+                 + [keys.similar_items(i) for i in items])
+        histories, events, similar = self._run(lambda: self._read_neighbourhood(
+            keys=names, args=[len(users)]))
+        # Lua drops trailing nils from a table: pad the lists back to their lengths
+        return (histories + [None] * (len(users) - len(histories)), events,
+                similar + [None] * (len(items) - len(similar)))
 
     def append_event(self, keys: Keys, user: str, entry: str, cap: int) -> int:
         """Appends one click to the user's event list (capped at `cap`, atomically: MULTI) and
