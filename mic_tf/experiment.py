@@ -36,6 +36,7 @@ from mic_tf.training.projector import write_item_projector
 from mic_tf.training.trainer import TrainConfig, Trainer
 
 PLUGINS = ("none", "mic")
+EVAL_MODES = ("u2i", "cross_channel")
 
 
 @dataclasses.dataclass
@@ -58,6 +59,16 @@ class ExperimentConfig:
     mic: MICConfig = dataclasses.field(default_factory=MICConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     index_type: str = "flat"
+    evaluate_test: bool = True  # False: a selection run (valid only; the test split is sealed)
+    # How valid (checkpoint selection, early stopping) and test rank: "u2i" (the model's own
+    # score over the catalogue: ComiRec's evaluation) or "cross_channel" (MIC's inference,
+    # spec 4). None: "u2i" for the baseline, "cross_channel" for MIC.
+    eval_mode: str | None = None
+
+    def resolved_eval_mode(self) -> str:
+        if self.eval_mode is not None:
+            return self.eval_mode
+        return "cross_channel" if self.plugin == "mic" else "u2i"
 
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
@@ -67,6 +78,8 @@ class ExperimentConfig:
         if self.ablation not in ABLATIONS:
             raise ConfigError(f"unknown ablation {self.ablation!r}; choose one of "
                               f"{list(ABLATIONS)}")
+        if self.eval_mode not in (None, *EVAL_MODES):
+            raise ConfigError(f"unknown eval_mode {self.eval_mode!r}; choose one of {EVAL_MODES}")
         if self.plugin == "none" and self.ablation != "full":
             raise ConfigError(f"--ablation={self.ablation} needs --plugin=mic; the baseline has "
                               f"no MIC component to ablate")
@@ -113,7 +126,10 @@ def build_model(cfg: ExperimentConfig, ds: ProcessedDataset) -> RetrievalModel:
                          w_vv=m.w_vv, w_uu=m.w_uu, temperature=m.temperature, dropout=m.dropout,
                          num_positives=m.mining.num_positives,
                          num_hard_negatives=m.mining.num_hard_negatives,
-                         num_cross=m.mining.num_cross, **common)
+                         num_cross=m.mining.num_cross, mined_weight=m.mined_weight,
+                         contrastive_start=m.contrastive_start, ramp_steps=m.ramp_steps,
+                         uu_anchor=m.uu_anchor, single_channel_heads=m.single_channel_heads,
+                         **common)
     else:
         model = RetrievalModel(*args, **common)
     model.set_item_category(ds.item_category)
@@ -128,15 +144,16 @@ def plugin_parts(cfg: ExperimentConfig, ds: ProcessedDataset, log):
     m = cfg.mic
     m.mining.seed = cfg.train.seed
     map_fn = mic_pipeline_fn(m, switches["perturbation"], cfg.train.seed, cfg.use_category)
-    callbacks = ([MiningCallback(ds, cfg.train.maxlen, m.mining_every, m.mining, log=log)]
+    callbacks = ([MiningCallback(ds, cfg.train.maxlen, m.mining_every, m.mining, log=log,
+                                 start=m.mining_start, on_plateau=m.mining_on_plateau)]
                  if switches["mining"] else [])
     return map_fn, callbacks
 
 
 def make_evaluator(cfg: ExperimentConfig, ds: ProcessedDataset):
-    """MIC evaluates through cross-channel inference (spec 4); the baseline through U2I only
-    (the trainer's default, exactly ComiRec's evaluation)."""
-    if cfg.plugin != "mic":
+    """`cross_channel`: MIC's inference (spec 4, MIC's default); `u2i`: None, the trainer's
+    default (ComiRec's evaluation, the baseline's default)."""
+    if cfg.resolved_eval_mode() == "u2i":
         return None
     inference = dataclasses.replace(cfg.inference, top_n=cfg.train.top_n)
     if cfg.ablation in ("-u2u", "-u2i", "-i2i"):
@@ -145,12 +162,13 @@ def make_evaluator(cfg: ExperimentConfig, ds: ProcessedDataset):
                                  item_score=score_geometry(cfg.basic_loss))
 
 
-def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50) -> dict:
-    """MostPopular (training popularity) through the same Faiss + metrics path, valid and test."""
+def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50,
+                 splits=("valid", "test")) -> dict:
+    """MostPopular (training popularity) through the same Faiss + metrics path."""
     user_vector, item_vectors = most_popular_vectors(ds.item_popularity("train"))
     index = ItemIndex(item_vectors)
     out = {}
-    for split in ("valid", "test"):
+    for split in splits:
         es = ds.eval_split(split, maxlen)
         out[split], _ = evaluate(user_vector(len(es)), index, es, ds.item_category, top_n=top_n)
     return out
@@ -158,15 +176,21 @@ def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50) -> dict:
 
 def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | Path,
                    log=None) -> dict:
-    """Trains (or resumes), evaluates the test users once with the best weights, writes outputs."""
+    """Trains (or resumes), evaluates the test users once with the best weights, writes outputs.
+
+    With `cfg.evaluate_test=False` (a selection run) the test split is sealed: only the valid
+    metrics are written, and no code path reads a test target."""
     cfg.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if not cfg.evaluate_test:
+        ds.seal("test")
     keras.utils.set_random_seed(cfg.train.seed)
-    baseline = most_popular(ds, cfg.train.maxlen, cfg.train.top_n)
-    log(f"MostPopular: valid recall@50 {baseline['valid']['recall@50']:.4f}, test recall@50 "
-        f"{baseline['test']['recall@50']:.4f}")
+    baseline = most_popular(ds, cfg.train.maxlen, cfg.train.top_n,
+                            ("valid", "test") if cfg.evaluate_test else ("valid",))
+    log("MostPopular: " + ", ".join(f"{split} recall@50 {m['recall@50']:.4f}"
+                                    for split, m in baseline.items()))
     model = build_model(cfg, ds)
     map_fn, callbacks = plugin_parts(cfg, ds, log)
     trainer = Trainer(model, ds, cfg.train, out_dir, log=log, map_fn=map_fn, callbacks=callbacks,
@@ -176,6 +200,23 @@ def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | P
     start = time.time()
     state = trainer.fit()
     train_seconds = time.time() - start
+    info = {"encoder": cfg.encoder, "plugin": cfg.plugin, "ablation": cfg.ablation,
+            "basic_loss": cfg.basic_loss, "jit_compile": cfg.train.jit_compile,
+            "optimizer": trainer.optimizer_name,
+            "steps": state.evals_done * cfg.train.eval_every,
+            "best_step": (state.best_eval + 1) * cfg.train.eval_every,
+            "train_seconds_this_process": round(train_seconds, 1),
+            "evaluate_test": cfg.evaluate_test, "eval_mode": cfg.resolved_eval_mode()}
+    # The spec's fairness rule: no arm may stop at its step cap while valid recall still rises.
+    info["stopped_at_cap_while_improving"] = (state.best_eval + 1 == state.evals_done
+                                              and info["steps"] >= cfg.train.max_steps)
+    if info["stopped_at_cap_while_improving"]:
+        log(f"warning: the best validation was the last one, at the step cap "
+            f"({cfg.train.max_steps}): raise --max_steps, the run had not converged")
+    if not cfg.evaluate_test:
+        write_metrics(out_dir / "metrics.json", {"valid": state.best_valid},
+                      extra={"most_popular": baseline, "run": info})
+        return {"valid": state.best_valid, "most_popular": baseline, "run": info}
     test_metrics, ranked = trainer.evaluate_best("test")
     log(f"test (best valid step {(state.best_eval + 1) * cfg.train.eval_every}): recall@50 "
         f"{test_metrics['recall@50']:.4f} ndcg@50 {test_metrics['ndcg@50']:.4f} hit_rate@50 "
@@ -184,12 +225,6 @@ def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | P
                           ranked, ds.item_raw_ids)
     write_item_projector(out_dir / "tensorboard", keras.ops.convert_to_numpy(model.item_table()),
                          ds)
-    info = {"encoder": cfg.encoder, "plugin": cfg.plugin, "ablation": cfg.ablation,
-            "basic_loss": cfg.basic_loss, "jit_compile": cfg.train.jit_compile,
-            "optimizer": trainer.optimizer_name,
-            "steps": state.evals_done * cfg.train.eval_every,
-            "best_step": (state.best_eval + 1) * cfg.train.eval_every,
-            "train_seconds_this_process": round(train_seconds, 1)}
     write_metrics(out_dir / "metrics.json", {"valid": state.best_valid, "test": test_metrics},
                   extra={"most_popular": baseline, "run": info})
     model.export_user_tower(str(out_dir / "user_tower"))

@@ -31,6 +31,7 @@ class MiningConfig:
     kmeans_iterations: int = 10
     kmeans_max_points: int = 100000  # k-means is fitted on a seeded subsample above this
     exact_limit: int = 50000
+    hard_negatives: str = "nearest"  # "nearest": the nearest other-cluster neighbours; "random"
     seed: int = 0
 
 
@@ -94,9 +95,16 @@ def kmeanspp_labels(x: np.ndarray, num_clusters: int, iterations: int, max_point
     return labels[:, 0]
 
 
-def hard_negatives(neighbours: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
-    """The first `count` neighbours whose cluster differs from the anchor's, `[n, count]` (-1 pad)."""
+HARD_NEGATIVE_SOURCES = ("nearest", "random")
+
+
+def hard_negatives(neighbours: np.ndarray, labels: np.ndarray, count: int,
+                   positives: np.ndarray | None = None) -> np.ndarray:
+    """The first `count` neighbours whose cluster differs from the anchor's and that are not one of
+    its `positives` (`[n, P]`, -1 = none), `[n, count]` (-1 pad)."""
     valid = neighbours >= 0
+    if positives is not None and positives.shape[1]:
+        valid &= ~(neighbours[:, :, None] == positives[:, None, :]).any(axis=2)
     other = valid & (labels[np.where(valid, neighbours, 0)] != labels[:, None])
     order = np.argsort(~other, axis=1, kind="stable")[:, :count]
     picked = np.take_along_axis(neighbours, order, axis=1)
@@ -106,8 +114,35 @@ def hard_negatives(neighbours: np.ndarray, labels: np.ndarray, count: int) -> np
     return picked
 
 
+def random_hard_negatives(labels: np.ndarray, count: int, positives: np.ndarray, seed: int,
+                          tries: int = 4) -> np.ndarray:
+    """`count` rows drawn uniformly from the other clusters for each row, never the row itself
+    nor one of its `positives`, `[n, count]` (-1 where too few were found, e.g. one cluster).
+
+    Vectorised rejection sampling: `tries * count` uniform draws per row, the first valid ones
+    kept (the expected share of valid draws is the share of rows outside the anchor's cluster).
+    """
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n, max(tries, 1) * count))
+    ok = (labels[draws] != labels[:, None]) & (draws != np.arange(n)[:, None])
+    if positives is not None and positives.shape[1]:
+        ok &= ~(draws[:, :, None] == positives[:, None, :]).any(axis=2)
+    # a repeated draw counts once: keep only the first occurrence in the row
+    srt = np.sort(draws, axis=1)
+    first = np.ones_like(ok)
+    order = np.argsort(draws, axis=1, kind="stable")
+    dup_sorted = np.concatenate([np.zeros((n, 1), bool), srt[:, 1:] == srt[:, :-1]], axis=1)
+    np.put_along_axis(first, order, ~dup_sorted, axis=1)
+    ok &= first
+    pick = np.argsort(~ok, axis=1, kind="stable")[:, :count]
+    out = np.take_along_axis(draws, pick, axis=1)
+    out[~np.take_along_axis(ok, pick, axis=1)] = -1
+    return out
+
+
 def _self_mining(x: np.ndarray, cfg: MiningConfig):
-    """kNN positives and other-cluster hard negatives of one population (users or items)."""
+    """kNN positives and other-cluster hard negatives (never a positive) of one population."""
     neighbours = search(x, x, max(cfg.search_k, cfg.num_positives), cfg.exact_limit, cfg.seed,
                         exclude_self=True)
     labels = kmeanspp_labels(x, cfg.num_clusters, cfg.kmeans_iterations, cfg.kmeans_max_points,
@@ -116,7 +151,13 @@ def _self_mining(x: np.ndarray, cfg: MiningConfig):
     if positives.shape[1] < cfg.num_positives:
         positives = np.pad(positives, ((0, 0), (0, cfg.num_positives - positives.shape[1])),
                            constant_values=-1)
-    return positives, hard_negatives(neighbours, labels, cfg.num_hard_negatives)
+    if cfg.hard_negatives == "random":
+        return positives, random_hard_negatives(labels, cfg.num_hard_negatives, positives,
+                                                cfg.seed)
+    if cfg.hard_negatives != "nearest":
+        raise ValueError(f"hard_negatives must be one of {HARD_NEGATIVE_SOURCES}, got "
+                         f"{cfg.hard_negatives!r}")
+    return positives, hard_negatives(neighbours, labels, cfg.num_hard_negatives, positives)
 
 
 def mine(users: np.ndarray, items: np.ndarray, users_joint: np.ndarray, items_joint: np.ndarray,

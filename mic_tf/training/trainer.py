@@ -47,6 +47,7 @@ class TrainConfig:
     eval_batch_size: int = 2048
     exclude_history: bool = False
     optimizer: str = "auto"  # "adam", "lazy_adam" (touched rows only) or "auto" (see below)
+    grad_norm_every: int = 500  # TensorBoard: each term's gradient norm on the shared weights
     verbose: int = 1
 
 
@@ -125,6 +126,8 @@ class ValidationCallback(keras.callbacks.Callback):
             t.keeper.save_best()
         else:
             state.bad_evals += 1
+            if state.plateau_step < 0:
+                state.plateau_step = step  # e.g. MIC's mining may start here
         stop = state.bad_evals >= t.config.patience or step >= t.config.max_steps
         if stop:
             state.finished = True
@@ -156,6 +159,24 @@ class LossLogger(keras.callbacks.Callback):
                     tf.summary.scalar(f"train/{name}", float(value))
 
 
+class GradientNormLogger(keras.callbacks.Callback):
+    """Every `every` steps, writes each loss term's gradient norm on the shared weights (the item
+    table and the user tower) for a fixed probe batch, so the balance between the basic loss and
+    the contrastive terms can be watched (`grad_norm/TERM`)."""
+
+    def __init__(self, writer, every: int, batch):
+        super().__init__()
+        self.writer, self.every, self.batch = writer, every, batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0 or step == 1:
+            norms = self.model.term_gradient_norms(self.batch)
+            with self.writer.as_default(step=step):
+                for name, value in norms.items():
+                    tf.summary.scalar(f"grad_norm/{name}", value)
+
+
 class Trainer:
     """Trains `model` on `ds` with `config`, writing checkpoints and TensorBoard logs to `out_dir`.
 
@@ -181,7 +202,7 @@ class Trainer:
         self.evaluator = evaluator or U2IEvaluator(ds.item_category, config.top_n,
                                                    config.eval_batch_size, config.exclude_history)
         self.valid = ds.eval_split("valid", config.maxlen)
-        self.test = ds.eval_split("test", config.maxlen)
+        self._test = None  # built on first use: selection runs never read the test split
         self.writer = tf.summary.create_file_writer(str(self.out_dir / "tensorboard"))
         self.optimizer_name = resolve_optimizer(config.optimizer, ds.num_items)
         self.log(f"optimizer: {self.optimizer_name} ({config.optimizer}, {ds.num_items} items)")
@@ -207,6 +228,9 @@ class Trainer:
         if state.finished:
             self.log("training already finished; evaluating the best checkpoint")
             return state
+        for callback in self.callbacks:  # plugins whose schedule depends on the run's progress
+            if hasattr(callback, "attach_state"):
+                callback.attach_state(state)
         total_evals = math.ceil(c.max_steps / c.eval_every)
         epochs_per_pass = steps_per_epoch(self.ds, c.sampler, c.batch_size)
         self.log(f"training {self.model.encoder_name}: up to {c.max_steps} steps, valid every "
@@ -216,12 +240,23 @@ class Trainer:
                        steps_per_epoch=c.eval_every, epochs=total_evals,
                        initial_epoch=state.evals_done, verbose=c.verbose,
                        callbacks=[LossLogger(self.writer, c.log_every), *self.callbacks,
-                                  ValidationCallback(self, state)])
+                                  *self._monitors(), ValidationCallback(self, state)])
         if not state.finished:  # fit ran all epochs without the callback flagging the end
             state.finished = True
             self.keeper.save(state)
         self.writer.flush()
         return state
+
+    def _monitors(self) -> list:
+        if self.config.grad_norm_every <= 0:
+            return []
+        return [GradientNormLogger(self.writer, self.config.grad_norm_every, self._first_batch)]
+
+    @property
+    def test(self) -> EvalSplit:
+        if self._test is None:
+            self._test = self.ds.eval_split("test", self.config.maxlen)
+        return self._test
 
     def evaluate_best(self, split: str = "test"):
         """Loads the best weights and evaluates `split` once."""
