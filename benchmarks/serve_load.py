@@ -8,11 +8,13 @@ the HTTP service and the load generator on this machine.
    tower (`--encoder`; its item table = those vectors; YouTube DNN's projection = identity, so
    the user vector is the mean of the history, other encoders keep random weights) exported as
    the bundle's SavedModel, clustered user vectors, histories of one interest cluster per user,
-   real IVF indexes (the serving default, nprobe 32), and random similar-user / similar-item tables: the tables' content does not change
-   what a request costs (random lists overlap less than mined ones, so the candidate set V_C is
-   larger and the scoring a little slower: a conservative choice), while mining them at 1M
-   costs ~20 minutes of both cores. Prints the export's timings and the U2I recall of the
-   index against exact search (tower vectors of `--recall_queries` users).
+   real IVF indexes (the serving default, nprobe 32), and random similar-user / similar-item
+   tables: the tables' content does not change what a request costs (random lists overlap less
+   than mined ones, so the candidate set V_C is larger and the scoring a little slower: a
+   conservative choice), while mining them at 1M costs ~20 minutes of both cores. Prints the
+   export's timings and the U2I recall of the index against exact search, at several nprobe,
+   for history-mean queries (what the identity tower computes) and item-like queries (those of
+   `inference_latency.py`).
 2. Starts its own `redis-server`, bulk-loads the bundle (`mic_tf.serving.loader.bulk_load`),
    starts `python -m mic_tf.serving serve` in a subprocess.
 3. For each rate: Poisson arrivals for `--seconds` (after `--warmup` seconds), `--event_share`

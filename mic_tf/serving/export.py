@@ -29,10 +29,11 @@ POPULAR_KEPT = 1000
 
 def serving_config(cfg) -> InferenceConfig:
     """The inference a run was evaluated with offline (`experiment.make_evaluator`): its own
-    `InferenceConfig` with `top_n` = the run's N and its channel ablation; a baseline run
-    (`--plugin=none`) is U2I ranked by the basic score alone, as ComiRec's evaluation."""
+    `InferenceConfig` with `top_n` = the run's N and its channel ablation; a run evaluated by
+    U2I (`eval_mode` u2i, the baseline's default) is U2I ranked by the basic score alone, as
+    ComiRec's evaluation."""
     inference = dataclasses.replace(cfg.inference, top_n=cfg.train.top_n)
-    if cfg.plugin != "mic":
+    if cfg.resolved_eval_mode() == "u2i":
         return dataclasses.replace(inference, use_u2u=False, use_i2i=False, lam_mic=0.0,
                                    lam_div=0.0)
     if cfg.ablation in ("-u2u", "-u2i", "-i2i"):
