@@ -24,7 +24,7 @@ from absl import app, flags
 import faiss
 
 from mic_tf.evaluation.metrics import ranking_metrics
-from mic_tf.evaluation.retrieval import ItemIndex
+from mic_tf.utils.faiss_index import ItemIndex
 
 flags.DEFINE_integer("num_users", 10000, "Users (queries) per evaluation.")
 flags.DEFINE_integer("num_items", 300000, "Catalogue size N (item ids 1..N).")

@@ -21,15 +21,15 @@ from mic_tf.data.dataset import EvalSplit, ProcessedDataset
 from mic_tf.data.prepare import prepare_dataset
 from mic_tf.data.protocol import ProtocolParams
 from mic_tf.evaluation.metrics import alignment, ranking_metrics, uniformity
-from mic_tf.evaluation.retrieval import ItemIndex
-from mic_tf.experiment import ExperimentConfig, build_model
 from mic_tf.inference.datastore import reduce_users
 from mic_tf.inference.evaluator import CrossChannelEvaluator
 from mic_tf.inference.score import InferenceConfig, greedy_pick
-from mic_tf.models.losses import score_geometry
 from mic_tf.mic.mining import MiningConfig
 from mic_tf.mic.plugin import MICConfig
+from mic_tf.models.factory import ExperimentConfig, build_model
+from mic_tf.models.losses import score_geometry
 from mic_tf.training.trainer import TrainConfig
+from mic_tf.utils.faiss_index import ItemIndex
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ import numpy as np
 
 from mic_tf.data.dataset import EvalSplit
 from mic_tf.evaluation.metrics import validate_cutoffs, ranking_metrics
-from mic_tf.evaluation.retrieval import ItemIndex
+from mic_tf.utils.faiss_index import ItemIndex
 
 
 def drop_history(items: np.ndarray, histories: np.ndarray, top_n: int) -> np.ndarray:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mic_tf.evaluation.retrieval import ItemIndex, _sort_by_score
 from mic_tf.inference.datastore import Datastore, reduce_users
+from mic_tf.utils.faiss_index import ItemIndex, sort_by_score
 from mic_tf.utils.vectors import drop_self
 
 
@@ -38,7 +38,7 @@ def u2i(ds: Datastore, queries: np.ndarray, k1: int) -> np.ndarray:
         scores, items = ds.search_items(q, k1)
         tied = np.flatnonzero((scores[:, 1:] == scores[:, :-1]).any(axis=1))
         if len(tied):
-            scores[tied], items[tied] = _sort_by_score(scores[tied], items[tied])
+            scores[tied], items[tied] = sort_by_score(scores[tied], items[tied])
         return items
     b, k, d = q.shape
     scores, items = ds.search_items(q.reshape(b * k, d), k1)
@@ -46,7 +46,7 @@ def u2i(ds: Datastore, queries: np.ndarray, k1: int) -> np.ndarray:
     scores, items = scores.reshape(b, k * width), items.reshape(b, k * width)
     if k > 1:
         scores, items = ItemIndex._keep_best_copy(scores, items)
-    scores, items = _sort_by_score(scores, items)
+    scores, items = sort_by_score(scores, items)
     return items[:, :width]
 
 

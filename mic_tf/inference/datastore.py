@@ -25,12 +25,12 @@ indexes move to GPU 0 when `faiss.get_num_gpus() > 0` (and `use_gpu` allows); HN
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from mic_tf.utils.faiss_index import FaissIndex as _Index
 from mic_tf.utils.io import atomic_dir
 from mic_tf.utils.vectors import drop_self
 from mic_tf.utils.vectors import l2_normalize  # noqa: F401  (re-exported by mic_tf.inference)
@@ -54,61 +54,6 @@ def reduce_users(vectors: np.ndarray) -> np.ndarray:
     if v.ndim != 2:
         raise ValueError(f"user vectors must be [B, D] or [B, K, D], got shape {v.shape}")
     return np.ascontiguousarray(v)
-
-
-class _Index:
-    """A Faiss inner-product index over `base` rows with settings, optional GPU, batched search."""
-
-    def __init__(self, index, index_type: str, params: dict, use_gpu):
-        self.index_type, self.params, self.cpu_index = index_type, params, index
-        self._apply_search_params(index)
-        self.on_gpu = bool(use_gpu) and index_type != "hnsw" and faiss.get_num_gpus() > 0
-        self.index = index
-        if self.on_gpu:
-            self._res = faiss.StandardGpuResources()  # must outlive the GPU index
-            self.index = faiss.index_cpu_to_gpu(self._res, 0, index)
-            if index_type == "ivf":
-                self.index.nprobe = int(params["nprobe"])
-
-    @classmethod
-    def build(cls, base: np.ndarray, index_type: str, params: dict, use_gpu):
-        n, d = base.shape
-        if index_type == "flat":
-            index = faiss.IndexFlatIP(d)
-        elif index_type == "ivf":
-            nlist = params["nlist"] or max(1, int(4 * math.sqrt(n)))
-            params["nlist"] = nlist = int(min(nlist, n))
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.cp.seed = 1234
-            index.train(base)
-        else:
-            index = faiss.IndexHNSWFlat(d, int(params["M"]), faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = int(params["efConstruction"])
-        index.add(base)
-        return cls(index, index_type, params, use_gpu)
-
-    def _apply_search_params(self, index):
-        if self.index_type == "ivf":
-            index.nprobe = int(self.params["nprobe"])
-        elif self.index_type == "hnsw":
-            index.hnsw.efSearch = int(self.params["efSearch"])
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.cpu_index.ntotal)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """`[Q, D]` queries -> `[Q, k]` float32 scores and int64 Faiss ids (-1 when missing)."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        scores = np.full((len(q), k), -np.inf, np.float32)
-        ids = np.full((len(q), k), -1, np.int64)
-        if len(q) == 0 or k == 0:
-            return scores, ids
-        step = max(8192, 128000 // q.shape[1])  # keep Faiss's flat BLAS kernel (see ItemIndex)
-        for lo in range(0, len(q), step):
-            scores[lo:lo + step], ids[lo:lo + step] = self.index.search(q[lo:lo + step], k)
-        scores[ids < 0] = -np.inf
-        return scores, ids
 
 
 class Datastore:

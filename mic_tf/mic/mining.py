@@ -10,14 +10,14 @@ the exact neighbour list.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import faiss
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from mic_tf.utils.vectors import drop_self
+from mic_tf.utils.faiss_index import knn_index as _index  # noqa: F401  (moved)
+from mic_tf.utils.faiss_index import knn_search as search
 from mic_tf.utils.vectors import l2_normalize as normalize
 
 
@@ -46,38 +46,6 @@ class MinedNeighbours:
     user_items: np.ndarray  # [U, X] items retrieved by each user in the joint space
     item_users: np.ndarray  # [N + 1, X] users retrieved by each item in the joint space
     seconds: dict
-
-
-def _index(base: np.ndarray, exact_limit: int, seed: int):
-    n, d = base.shape
-    if n <= exact_limit:
-        index = faiss.IndexFlatIP(d)
-    else:
-        nlist = int(4 * math.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        index.train(base)
-        index.nprobe = 16
-    index.add(base)
-    return index
-
-
-def search(queries: np.ndarray, base: np.ndarray, k: int, exact_limit: int = 50000,
-           seed: int = 0, exclude_self: bool = False, batch_size: int = 8192) -> np.ndarray:
-    """Top-k base rows by cosine for every query, `[Q, k]` int64 (-1 when fewer exist).
-
-    With `exclude_self`, queries are the base rows themselves and each row's own index is removed.
-    """
-    k = min(k, len(base) - (1 if exclude_self else 0))
-    if k <= 0:
-        return np.full((len(queries), 0), -1, np.int64)
-    index = _index(base, exact_limit, seed)
-    extra = 1 if exclude_self else 0
-    out = np.empty((len(queries), k + extra), np.int64)
-    step = max(batch_size, 128000 // base.shape[1])  # Faiss' BLAS kernel needs big batches
-    for lo in range(0, len(queries), step):
-        _, out[lo:lo + step] = index.search(queries[lo:lo + step], k + extra)
-    return drop_self(out, np.arange(len(queries))) if exclude_self else out
 
 
 def kmeanspp_labels(x: np.ndarray, num_clusters: int, iterations: int, max_points: int,

@@ -21,10 +21,10 @@ import tensorflow as tf
 from mic_tf.data.dataset import EvalSplit, ProcessedDataset
 from mic_tf.data.pipeline import make_train_dataset, steps_per_epoch
 from mic_tf.evaluation.evaluate import evaluate
-from mic_tf.evaluation.retrieval import ItemIndex
 from mic_tf.errors import ConfigError
 from mic_tf.training.checkpoints import CheckpointKeeper, RunState
 from mic_tf.training.optimizers import FusedAdam, LazyAdam
+from mic_tf.utils.faiss_index import ItemIndex
 
 SELECTION_METRIC = "recall@50"
 
