@@ -211,13 +211,23 @@ class Http:
         self.host, self.port, self.idle = host, port, []
 
     async def post(self, path, body: bytes):
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host,
-                                                                               self.port)
+        if self.idle:  # a kept-alive connection the server may have closed meanwhile
+            try:
+                return await self._send(self.idle.pop(), path, body)
+            except (ConnectionError, EOFError, asyncio.IncompleteReadError):
+                pass  # nothing was answered on it: send again on a new connection
+        return await self._send(await asyncio.open_connection(self.host, self.port), path, body)
+
+    async def _send(self, conn, path, body: bytes):
         reader, writer = conn
         writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(),
                                                         len(body), body))
-        status = int((await reader.readline()).split()[1])
+        line = await reader.readline()
+        if not line:
+            writer.close()
+            raise EOFError("connection closed before an answer")
+        status = int(line.split()[1])
         length, close = 0, False
         while True:
             line = await reader.readline()
