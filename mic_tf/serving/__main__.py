@@ -104,9 +104,7 @@ def cmd_serve():
 
     from mic_tf.serving.app import ServingSettings, create_app
     from mic_tf.serving.store import StoreSettings
-    from mic_tf.serving.tower import configure_threads
 
-    configure_threads(FLAGS.tf_threads, 2)
     settings = ServingSettings(
         bundle_dir=FLAGS.bundle_dir, prefix=FLAGS.key_prefix, api_key=api_key,
         store=StoreSettings(url=FLAGS.redis_url, timeout_ms=FLAGS.redis_timeout_ms,

@@ -239,7 +239,10 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
     """The FastAPI app over `settings.bundle_dir` (or an already loaded `model`)."""
     import faiss
 
+    from mic_tf.serving.tower import configure_threads
+
     faiss.omp_set_num_threads(settings.faiss_threads)
+    configure_threads(settings.tf_intra_threads, settings.tf_inter_threads)  # before the tower
     state = AppState(settings, model)
     (RecommendRequest, Event, ReloadRequest, RecommendResponse, EventResponse,
      ReloadResponse) = _models(settings)
