@@ -82,3 +82,31 @@ def test_baselines_quick_smoke(tmp_path, ml100k_raw_dir):
         "most_popular"]["test"]["recall@50"]  # the same MostPopular as every run reports
     md = (tmp_path / "results" / "baselines_ml-100k-quick.md").read_text()
     assert "| item-CF |" in md and "| YouTube DNN |" in md
+
+
+def test_select_quick_smoke_reads_no_test_target(tmp_path, ml100k_raw_dir):
+    """select.py: X reference, printed values, one knob; CSV of valid metrics; a flagfile that
+    run.py takes as its selected preset. Every trial ran with the test split sealed."""
+    out = {"results": tmp_path / "results", "configs": tmp_path / "configs",
+           "runs": tmp_path / "runs"}
+    cmd = [sys.executable, str(REPO / "experiments" / "select.py"), "--quick",
+           "--dataset=ml-100k", "--encoder=youtube_dnn", f"--results_dir={out['results']}",
+           f"--configs_dir={out['configs']}", f"--runs_dir={out['runs']}",
+           f"--extra_args=--raw_dir={ml100k_raw_dir}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(open(out["results"] / "selection_ml-100k_youtube_dnn-quick.csv")))
+    assert [r["stage"] for r in rows[:3]] == ["reference", "train", "train"]
+    assert {r["stage"] for r in rows[3:]} == {"inference"} and not any("test" in k for k in rows[0])
+    trials = sorted((out["runs"].parent / "runs-quick").iterdir())
+    assert len(trials) == 3
+    for trial in trials:
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert "test" not in metrics and metrics["run"]["evaluate_test"] is False
+        assert "test" not in metrics["most_popular"]
+        assert not (trial / "recommendations.jsonl").exists()
+    flagfile = out["configs"] / "mic_ml-100k_youtube_dnn-quick.flags"
+    lines = [l for l in flagfile.read_text().splitlines() if not l.startswith("#")]
+    assert any(l.startswith("--eval_mode=") for l in lines) and any("lam_mic" in l for l in lines)
+    best = max((r for r in rows if r["stage"] == "train"), key=lambda r: float(r["recall@50"]))
+    assert all(f in lines for f in best["flags"].split())  # the stage-1 winner's flags
