@@ -158,7 +158,7 @@ def build_config(ds):
                         learning_rate=resolved("learning_rate"), max_steps=max_steps,
                         eval_every=min(resolved("eval_every"), max_steps),
                         patience=resolved("patience"), seed=FLAGS.seed, sampler=FLAGS.sampler,
-                        jit_compile=default_jit_compile(ds.num_items, FLAGS.jit_compile),
+                        jit_compile=default_jit_compile(ds.num_items, resolved("jit_compile")),
                         exclude_history=FLAGS.exclude_history,
                         optimizer=FLAGS.optimizer,
                         verbose=verbose)
