@@ -24,7 +24,8 @@ from tests.redis_server import RedisServer, ServerThread
 
 KEY = "test-key"
 HDR = {"X-API-Key": KEY}
-RUN_ARGS = ["--dataset=ml-100k", "--encoder=comirec_sa", "--plugin=mic", "--max_steps=40",
+RUN_ARGS = ["--dataset=ml-100k", "--encoder=comirec_sa", "--plugin=mic", "--mic_preset=paper",
+            "--max_steps=40",
             "--eval_every=20", "--mining_every=20", "--batch_size=64", "--embedding_dim=16",
             "--verbose=2"]
 
@@ -316,11 +317,12 @@ class Traffic:
                     self.users)], "n": 20}, None
             else:
                 path, body, headers = "/v1/recommend", {"history": ["50", "172"], "n": 20}, None
+            started = time.monotonic()
             try:
                 r = self.client.post(path, json=body, headers=headers)
-                out = (path, r.status_code, r.json())
+                out = (path, r.status_code, r.json(), started)
             except Exception as e:  # a failed request is a result too
-                out = (path, None, repr(e))
+                out = (path, None, repr(e), started)
             with self.lock:
                 self.results.append(out)
 
@@ -358,13 +360,17 @@ def test_reload_under_traffic_has_zero_failed_requests(service, bundles, redis_s
         r = post(client, "/v1/admin/reload", {"bundle_dir": str(bundles[1])}, headers=HDR)
         assert r.status_code == 200, r.text
         assert r.json() == {**r.json(), "version": b2.version, "previous": b1.version}
+        switched = time.monotonic()
         before = traffic.count()
         wait_for(lambda: traffic.count() >= before + 20, what="traffic after the switch")
     failed = [x for x in traffic.results if x[1] != 200]
     assert not failed, failed[:5]
     versions = [x[2]["version"] for x in traffic.results if x[0] == "/v1/recommend"]
-    assert set(versions) == {b1.version, b2.version}
-    assert versions[-1] == b2.version and state.model.version == b2.version
+    assert set(versions) == {b1.version, b2.version} and state.model.version == b2.version
+    # requests in flight at the switch may finish on b1; every request started after it is b2
+    after = [x[2]["version"] for x in traffic.results
+             if x[0] == "/v1/recommend" and x[3] > switched]
+    assert after and set(after) == {b2.version}
     assert all(not x[2]["degraded"] for x in traffic.results if x[0] == "/v1/recommend")
     # events are not versioned: clicks posted before the switch are in v2's histories
     _, _, _, body = answer(post(client, "/v1/recommend", {"user_id": "traffic-0"}))
