@@ -50,6 +50,7 @@ def prepare_dataset(name: str, data_dir: str | Path | None = None, raw_dir: str 
               "source_options": {k: str(v) for k, v in sorted(options.items())},
               "raw_files": _raw_fingerprint(files)}
     key = store.cache_key(inputs)
+    store.check_writable(out_dir)  # before reading meta.json or any raw file: never a user's folder
     meta = store.read_meta(out_dir)
     if meta is not None and meta.get("cache_key") == key and not force:
         log(f"{name}: processed data is up to date in {out_dir}")

@@ -29,10 +29,22 @@ import pandas as pd
 
 from mic_tf.data.dataset import ProcessedDataset
 from mic_tf.errors import DataError
-from mic_tf.utils.io import atomic_dir
+from mic_tf.utils.io import atomic_dir, check_replaceable, json_marker, ours_if
 
 FORMAT_VERSION = 1
 _ARRAYS = ("seq_items", "seq_offsets", "item_category", "user_features")
+# A processed folder is recognised by its meta.json and holds nothing but these kinds of files;
+# anything else in it (or any other folder) is not ours to replace.
+_IS_OURS = ours_if(lambda folder: json_marker(folder, "meta.json", ("cache_key", "format_version")),
+                   ("meta.json", "*.npy", "*.tsv"))
+_WHAT = "processed dataset"
+_HINT = "Choose another --data_dir, or move that folder away first."
+
+
+def check_writable(out_dir: str | Path) -> None:
+    """Raises ConfigError when `save` would have to replace a folder this project did not write
+    (called by `prepare` before it reads any raw file)."""
+    check_replaceable(out_dir, _IS_OURS, _WHAT, _HINT)
 
 
 def cache_key(inputs: dict) -> str:
@@ -59,7 +71,7 @@ def _read_tsv(path: Path) -> pd.DataFrame:
 def save(ds: ProcessedDataset, out_dir: str | Path, meta: dict) -> None:
     """Writes `ds` to `out_dir` atomically; `meta` must already hold the cache inputs."""
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, is_ours=_IS_OURS, what=_WHAT, hint=_HINT) as tmp:
         for name in _ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(ds, name), allow_pickle=False)
         r = {s: ds.split_range(s) for s in ("train", "valid", "test")}

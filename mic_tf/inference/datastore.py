@@ -27,12 +27,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from mic_tf.utils.io import atomic_dir
+from mic_tf.utils.io import atomic_dir, json_marker, ours_if
 from mic_tf.utils.vectors import drop_self
 from mic_tf.utils.vectors import l2_normalize  # noqa: F401  (re-exported by mic_tf.inference)
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 _FORMAT_VERSION = 1
+# A saved datastore is recognised by its datastore.json and holds only these kinds of files.
+_IS_OURS = ours_if(lambda f: json_marker(f, "datastore.json", ("format_version", "index_type")),
+                   ("datastore.json", "*.npy", "*.faiss"))
 _DEFAULT_PARAMS = {
     "flat": {},
     "ivf": {"nlist": None, "nprobe": 16},  # nlist None -> ~4 sqrt(n), capped by n
@@ -236,7 +239,8 @@ class Datastore:
         when built, item_neighbours.npy (the I2I table).
         """
         folder = Path(folder)
-        with atomic_dir(folder) as tmp:
+        hint = "Save to a new or empty folder, or move its files away first."
+        with atomic_dir(folder, is_ours=_IS_OURS, what="datastore", hint=hint) as tmp:
             for name in ("user_vectors", "item_vectors", "history_items", "history_offsets",
                          "item_category"):
                 np.save(tmp / f"{name}.npy", getattr(self, name))
