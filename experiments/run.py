@@ -13,6 +13,7 @@ from its last checkpoint.
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -90,7 +91,10 @@ def resolved(name):
     return defaults.resolve(name, FLAGS.dataset, FLAGS.encoder, getattr(FLAGS, name))
 
 
-def build_config(ds):
+def build_config(ds=None):
+    """The run's config from the flags; without `ds`, the values that depend on the data
+    (max_steps from --max_epochs, the --jit_compile default) keep placeholders, so that every
+    flag can be checked before the data is prepared."""
     from mic_tf.data.pipeline import steps_per_epoch
     from mic_tf.experiment import ExperimentConfig
     from mic_tf.mic.mining import MiningConfig
@@ -100,14 +104,16 @@ def build_config(ds):
 
     batch_size = resolved("batch_size")
     max_steps = resolved("max_steps")
-    if FLAGS.max_epochs is not None:
+    if FLAGS.max_epochs is not None and ds is not None:
         max_steps = FLAGS.max_epochs * steps_per_epoch(ds, FLAGS.sampler, batch_size)
+    jit_compile = (default_jit_compile(ds.num_items, FLAGS.jit_compile) if ds is not None
+                   else bool(FLAGS.jit_compile))
     verbose = FLAGS.verbose if FLAGS.verbose is not None else (1 if sys.stderr.isatty() else 2)
     train = TrainConfig(batch_size=batch_size, maxlen=resolved("maxlen"),
                         learning_rate=resolved("learning_rate"), max_steps=max_steps,
                         eval_every=min(resolved("eval_every"), max_steps),
                         patience=resolved("patience"), seed=FLAGS.seed, sampler=FLAGS.sampler,
-                        jit_compile=default_jit_compile(ds.num_items, FLAGS.jit_compile),
+                        jit_compile=jit_compile,
                         exclude_history=FLAGS.exclude_history,
                         optimizer=FLAGS.optimizer,
                         verbose=verbose)
@@ -127,6 +133,36 @@ def build_config(ds):
         num_sampled=FLAGS.num_sampled, logistic_negatives=FLAGS.logistic_negatives,
         logistic_temperature=FLAGS.logistic_temperature, use_category=FLAGS.use_category,
         use_user_features=FLAGS.use_user_features, train=train)
+
+
+def output_dir() -> str:
+    return FLAGS.output_dir or os.path.join(
+        "runs", FLAGS.dataset, f"{FLAGS.encoder}-{FLAGS.plugin}-s{FLAGS.seed}")
+
+
+def check_output_dir(out_dir) -> None:
+    """The run folder (or the first of its parents that exists) must be a folder."""
+    from mic_tf.errors import UsageError
+
+    for path in (Path(out_dir), *Path(out_dir).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UsageError(f"--output_dir={out_dir} is not allowed: {path} is a file, not a "
+                                 f"folder; pass another --output_dir")
+            return
+
+
+def check_flags() -> None:
+    """Checks every flag (ranges, finiteness, combinations) before any work: nothing is read,
+    prepared or written when a value is refused. Raises UsageError naming the flag."""
+    from mic_tf.utils.checks import check_fields, integer
+
+    # The flags of this script that no config object holds (a new one: one more entry).
+    run_checks = (integer("max_epochs", 1, optional=True), integer("verbose", 0, 2, optional=True))
+    check_fields(FLAGS, run_checks, owner="")
+    common_flags.protocol_params(FLAGS).validate()
+    build_config().validate()
+    check_output_dir(output_dir())
 
 
 def resolved_flags(cfg, out_dir) -> dict:
@@ -177,10 +213,11 @@ def main(argv):
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
     try:
+        check_flags()
         ds = common_flags.prepare_from_flags(FLAGS)
         cfg = build_config(ds)
-        out_dir = FLAGS.output_dir or os.path.join(
-            "runs", FLAGS.dataset, f"{FLAGS.encoder}-{FLAGS.plugin}-s{FLAGS.seed}")
+        cfg.validate_for(ds)
+        out_dir = output_dir()
         values = resolved_flags(cfg, out_dir)
         check_same_run(out_dir, values)
         atomic_write_json(os.path.join(out_dir, "flags.json"), values)

@@ -25,3 +25,8 @@ class DataError(MicError):
 
 class ConfigError(MicError):
     """A flag or config value is invalid or an impossible combination."""
+
+
+class UsageError(ConfigError):
+    """A flag (or the config field it sets) is outside its allowed range, or flags combine in a
+    way that cannot work. The message names the flag, the value and what is allowed."""

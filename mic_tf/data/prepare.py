@@ -37,6 +37,7 @@ def prepare_dataset(name: str, data_dir: str | Path | None = None, raw_dir: str 
       force: rebuild even when the cache is valid.
     """
     source = get_source(name)
+    params.validate()  # before any file is read or written
     options = dict(source_options or {})
     data_dir = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
     raw_dir = Path(raw_dir) if raw_dir else DEFAULT_RAW_DIR / name

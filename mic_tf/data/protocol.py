@@ -20,7 +20,8 @@ import pandas as pd
 
 from mic_tf.data.dataset import ProcessedDataset
 from mic_tf.data.raw import RawDataset
-from mic_tf.errors import DataError
+from mic_tf.errors import DataError, UsageError
+from mic_tf.utils.checks import check_fields, integer, number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,17 +35,19 @@ class ProtocolParams:
     valid_frac: float = 0.1
 
     def validate(self) -> None:
-        if self.min_item_count < 1 or self.min_user_count < 1:
-            raise DataError(f"min_item_count and min_user_count must be >= 1, got "
-                            f"{self.min_item_count} and {self.min_user_count}")
-        if self.min_user_count < 5:
-            # The ComiRec sampler cuts at k in [4, len): a user needs at least 5 interactions.
-            raise DataError(f"min_user_count must be >= 5 (the training sampler needs a history of "
-                            f"4 and one target), got {self.min_user_count}")
-        if not (0 < self.train_frac < 1 and 0 <= self.valid_frac < 1
-                and self.train_frac + self.valid_frac < 1):
-            raise DataError(f"train_frac={self.train_frac} and valid_frac={self.valid_frac} must "
-                            f"be fractions with train_frac + valid_frac < 1")
+        check_fields(self, PROTOCOL_CHECKS)
+        if self.train_frac + self.valid_frac >= 1:
+            raise UsageError(f"train_frac={self.train_frac} and valid_frac={self.valid_frac} "
+                             f"leave no test users: their sum must be < 1")
+
+
+# The allowed value of every ProtocolParams field (a new field: one more line). The ComiRec
+# sampler cuts at k in [4, len): a user needs at least 5 interactions, hence min_user_count >= 5.
+PROTOCOL_CHECKS = (
+    integer("min_item_count", 1), integer("min_user_count", 5), integer("split_seed"),
+    number("train_frac", 0, 1, low_open=True, high_open=True),
+    number("valid_frac", 0, 1, high_open=True),
+)
 
 
 def _renumber_items(item_codes: np.ndarray, num_codes: int, min_count: int):

@@ -22,7 +22,9 @@ import heapq
 import numpy as np
 
 from mic_tf.inference import channels
+from mic_tf.errors import UsageError
 from mic_tf.inference.datastore import Datastore, l2_normalize
+from mic_tf.utils.checks import boolean, check_fields, integer, number
 
 CHANNELS = ("u2i", "u2u", "i2i")
 
@@ -51,18 +53,24 @@ class InferenceConfig:
         if ablation:
             name = ablation.lstrip("-")
             if name not in CHANNELS:
-                raise ValueError(f"ablation must be one of -u2u, -u2i, -i2i, got {ablation!r}")
+                raise UsageError(f"ablation must be one of -u2u, -u2i, -i2i, got {ablation!r}")
             setattr(cfg, f"use_{name}", False)
         return cfg
 
     def validate(self):
-        if self.top_n < 1:
-            raise ValueError(f"top_n must be >= 1, got {self.top_n}")
-        for name in ("m1", "m2", "m", "m3"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+        check_fields(self, INFERENCE_CHECKS)
         if not (self.use_u2i or self.use_u2u or self.use_i2i):
-            raise ValueError("at least one channel must be enabled")
+            raise UsageError("no channel is enabled: at least one of use_u2i, use_u2u, use_i2i "
+                             "must be true")
+
+
+# The allowed value of every InferenceConfig field (a new field: one more line). A negative k1
+# used to switch U2I off silently; lam_mic or lam_div NaN returned zeros.
+INFERENCE_CHECKS = (
+    integer("top_n", 1), integer("k1", 0, optional=True), integer("m1", 0), integer("m2", 0),
+    integer("m", 0, flag="m_history"), integer("m3", 0), number("lam_mic"), number("lam_div"),
+    boolean("use_u2i"), boolean("use_u2u"), boolean("use_i2i"), integer("score_batch", 1),
+)
 
 
 @dataclasses.dataclass

@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
+from mic_tf.utils.checks import INT32_MAX, check_fields, integer
 from mic_tf.utils.vectors import drop_self
 from mic_tf.utils.vectors import l2_normalize as normalize
 
@@ -32,6 +33,19 @@ class MiningConfig:
     kmeans_max_points: int = 100000  # k-means is fitted on a seeded subsample above this
     exact_limit: int = 50000
     seed: int = 0
+
+    def validate(self) -> None:
+        check_fields(self, MINING_CHECKS)
+
+
+# The allowed value of every MiningConfig field; empty mined lists are not supported (a zero
+# width breaks the loss's concatenations), so the list sizes start at 1.
+MINING_CHECKS = (
+    integer("num_positives", 1), integer("num_hard_negatives", 1), integer("num_cross", 1),
+    integer("search_k", 1, flag="mining_search_k"), integer("num_clusters", 1),
+    integer("kmeans_iterations", 1), integer("kmeans_max_points", 1), integer("exact_limit", 0),
+    integer("seed", 0, INT32_MAX),
+)
 
 
 @dataclasses.dataclass

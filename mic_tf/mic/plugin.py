@@ -13,6 +13,7 @@ import tensorflow as tf
 from mic_tf.data.dataset import ProcessedDataset
 from mic_tf.mic.mining import MiningConfig, mine
 from mic_tf.mic.perturbation import make_view_fn
+from mic_tf.utils.checks import check_fields, integer, number
 
 
 @dataclasses.dataclass
@@ -28,6 +29,19 @@ class MICConfig:
     p_mask: float = 0.2
     mining_every: int = 100
     mining: MiningConfig = dataclasses.field(default_factory=MiningConfig)
+
+    def validate(self) -> None:
+        check_fields(self, MIC_CHECKS)
+        self.mining.validate()
+
+
+# The allowed value of every MICConfig field (a new field: one more line). dropout 1 would drop
+# everything (and divide by zero in the rescaling); p_mask 1 is fine: the last item survives.
+MIC_CHECKS = (
+    number("mic_lambda", 0, 1), number("w_uv", 0), number("w_vv", 0), number("w_uu", 0),
+    number("temperature", 0, low_open=True), number("dropout", 0, 1, high_open=True),
+    number("p_mask", 0, 1), integer("mining_every", 1),
+)
 
 
 def single_vectors(vectors: np.ndarray) -> np.ndarray:
