@@ -165,8 +165,9 @@ def check_flags() -> None:
     check_output_dir(output_dir())
 
 
-def resolved_flags(cfg, out_dir) -> dict:
-    """Every flag of this script and of the data flags, with defaults resolved."""
+def resolved_flags(cfg, out_dir, ds) -> dict:
+    """Every flag of this script and of the data flags, with defaults resolved, and the
+    fingerprint of the processed data (its content, wherever it lives)."""
     import dataclasses
 
     values = {}
@@ -180,27 +181,35 @@ def resolved_flags(cfg, out_dir) -> dict:
     values.update({k: v for k, v in dataclasses.asdict(cfg.mic).items() if k != "mining"})
     values.update({f"mining_{k}": v for k, v in dataclasses.asdict(cfg.mic.mining).items()})
     values["output_dir"] = str(out_dir)
+    values["data_fingerprint"] = ds.meta["data_fingerprint"]
     return values
 
 
+# Paths may change between a run and its resumption (a moved data folder); what they hold may
+# not, and `data_fingerprint` (the processed content's checksums) is compared instead.
 RESUME_IGNORED = ("verbose", "output_dir", "flagfile", "data_dir", "raw_dir", "raw_path")
 
 
 def check_same_run(out_dir, values) -> None:
-    """A run folder with a checkpoint may only be resumed with the flags it was started with."""
+    """A run folder with a checkpoint may only be resumed with the flags and the data it was
+    started with. Called before anything in the folder is written."""
     old_path = os.path.join(out_dir, "flags.json")
     if not os.path.exists(os.path.join(out_dir, "checkpoints", "state.json")):
         return
     if not os.path.exists(old_path):
-        return
+        raise MicError(f"{out_dir} holds a checkpoint but no flags.json, so it cannot be checked "
+                       f"that it was started with these flags and data; pass another "
+                       f"--output_dir")
     with open(old_path) as f:
         old = json.load(f)
     changed = {k: (old.get(k), v) for k, v in json.loads(json.dumps(values)).items()
                if k not in RESUME_IGNORED and old.get(k) != v}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-        raise MicError(f"{out_dir} holds a run started with other flags ({detail}); resume it "
-                       f"with the same flags, or pass another --output_dir")
+        what = "data" if set(changed) == {"data_fingerprint"} else "flags"
+        raise MicError(f"{out_dir} holds a run started with other {what} ({detail}); resume it "
+                       f"with the same flags and data (data_fingerprint is the processed data's "
+                       f"content), or pass another --output_dir")
 
 
 def main(argv):
@@ -218,7 +227,7 @@ def main(argv):
         cfg = build_config(ds)
         cfg.validate_for(ds)
         out_dir = output_dir()
-        values = resolved_flags(cfg, out_dir)
+        values = resolved_flags(cfg, out_dir, ds)
         check_same_run(out_dir, values)
         atomic_write_json(os.path.join(out_dir, "flags.json"), values)
         result = run_experiment(cfg, ds, out_dir)
