@@ -28,5 +28,6 @@ class ConfigError(MicError):
 
 
 class UsageError(ConfigError):
-    """A flag (or the config field it sets) is outside its allowed range, or flags combine in a
-    way that cannot work. The message names the flag, the value and what is allowed."""
+    """A flag (or the config field it sets), or an argument of the Python API, is outside its
+    allowed values, or flags combine in a way that cannot work. The message names the flag (or
+    argument), the value and what is allowed."""

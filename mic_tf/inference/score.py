@@ -21,7 +21,7 @@ import heapq
 
 import numpy as np
 
-from mic_tf.inference import channels
+from mic_tf.inference import channels, inputs
 from mic_tf.errors import UsageError
 from mic_tf.inference.datastore import Datastore, l2_normalize
 from mic_tf.utils.checks import boolean, check_fields, integer, number
@@ -310,16 +310,14 @@ def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None 
     """
     cfg = config or InferenceConfig()
     cfg.validate()
-    q = np.asarray(queries, dtype=np.float32)
-    h = np.asarray(histories, dtype=np.int64)
+    q = inputs.as_vectors("queries", queries)  # checked before any cast (no 2.7 -> 2, "3" -> 3)
+    h = inputs.as_item_ids("histories", histories)
     if q.ndim not in (2, 3) or q.shape[-1] != ds.dim:
-        raise ValueError(f"queries must be [B, {ds.dim}] or [B, K, {ds.dim}], got {q.shape}")
+        raise UsageError(f"queries must be [B, {ds.dim}] or [B, K, {ds.dim}], got {q.shape}")
     if h.ndim != 2 or len(h) != len(q):
-        raise ValueError(f"histories must be [B = {len(q)}, L], got {h.shape}")
-    if not np.isfinite(q).all():
-        raise ValueError("queries hold NaN or inf values")
+        raise UsageError(f"histories must be [B = {len(q)}, L], got {h.shape}")
     if len(h) and h.size and (h.min() < 0 or h.max() > ds.num_items):
-        raise ValueError(f"history ids must be in 0..{ds.num_items}")
+        raise UsageError(f"history ids must be in 0..{ds.num_items}")
     retrieved, cands, counts, base = _score_candidates(ds, q, h, cfg)
     categories = ds.item_category[cands]
     if online:
@@ -362,7 +360,7 @@ class CrossChannelInference:
           `[N]` ranked item ids (0 = empty) and `[N]` scores, identical to the user's row of
           the batch path (see BUILD_NOTES for the flat-index float caveat).
         """
-        q = np.asarray(query, dtype=np.float32)[None]
-        h = np.asarray(history, dtype=np.int64).reshape(1, -1)
+        q = inputs.as_vectors("queries", query)[None]
+        h = inputs.as_item_ids("histories", history).reshape(1, -1)
         result = recommend(self.datastore, q, h, self.config, online=True)
         return result.items[0], result.scores[0]
