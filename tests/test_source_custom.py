@@ -216,3 +216,25 @@ def test_filtering_empties(tmp_path):
     path.write_text("user,item,timestamp\n")
     with pytest.raises(DataError, match="header but no rows"):
         load({"raw_path": str(path)})
+
+
+# --------------------------------------------- non-finite and boolean timestamps (issue 15)
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "nan"])
+def test_a_non_finite_number_as_time_names_the_line(tmp_path, value):
+    path = tmp_path / "inter.csv"
+    rows = ["user,item,timestamp"] + [f"u{u},i{i},{10 * u + i}" for u in range(6)
+                                      for i in range(5)]
+    rows[4] = f"u0,i3,{value}"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"line 5: .*timestamp.*finite"):
+        load({"raw_path": str(path)})
+
+
+@pytest.mark.parametrize("column", [[0.0, 1.0, np.inf, 3.0], [True, True, True, True]],
+                         ids=["inf", "boolean"])
+def test_parquet_times_must_be_finite_numbers_not_booleans(tmp_path, column):
+    path = tmp_path / "inter.parquet"
+    pd.DataFrame({"user": ["a", "a", "b", "b"], "item": ["x", "y", "x", "y"],
+                  "timestamp": column}).to_parquet(path)
+    with pytest.raises(DataError, match=r"row \d.*timestamp|timestamp.*row \d"):
+        load({"raw_path": str(path)})

@@ -60,7 +60,7 @@ def prepare_dataset(name: str, data_dir: str | Path | None = None, raw_dir: str 
         log(f"{name}: processed data in {out_dir} was made from other inputs; rebuilding")
     raw = source.read(files, options)
     log(f"{name}: read {raw.num_rows} raw interactions in {time.time() - start:.1f}s")
-    ds = apply_comirec_protocol(raw, params)
+    ds = apply_comirec_protocol(raw, params, log=lambda msg: log(f"{name}: {msg}"))
     store.save(ds, out_dir, {**inputs, "cache_key": key})
     log(f"{name}: wrote {out_dir} in {time.time() - start:.1f}s")
     return ds

@@ -213,6 +213,13 @@ def numbers_to_epoch_seconds(values: pd.Series, *, path: Path, column: str, firs
     numeric = pd.to_numeric(values, errors="coerce")
     if not numeric.isna().any():
         arr = numeric.to_numpy()
+        if arr.dtype.kind == "b" or pd.api.types.infer_dtype(values, skipna=True) == "boolean":
+            raise DataError(f"column {column!r} holds booleans ({values.iloc[0]!r}), not times; "
+                            f"expected numbers or ISO dates/datetimes", **where(0))
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            row = int(np.argmax(~np.isfinite(arr)))  # an inf time would sort anywhere
+            raise DataError(f"column {column!r} value {values.iloc[row]!r} is not a finite "
+                            f"number; expected finite numbers or ISO dates/datetimes", **where(row))
         if arr.dtype.kind in "iu":
             return arr.astype(np.int64)
         if np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) \
@@ -224,6 +231,9 @@ def numbers_to_epoch_seconds(values: pd.Series, *, path: Path, column: str, firs
         is_number = numeric.notna().to_numpy()
         odd = is_number if is_number.sum() * 2 < len(is_number) else ~is_number
         row = int(np.argmax(odd))
+        if str(values.iloc[row]).strip().lower() in _NON_FINITE:
+            raise DataError(f"column {column!r} value {values.iloc[row]!r} is not a finite "
+                            f"number; expected finite numbers or ISO dates/datetimes", **where(row))
         raise DataError(f"column {column!r} mixes numbers and other values ({values.iloc[row]!r}); "
                         f"expected all numbers or all ISO dates/datetimes", **where(row))
     as_str = values.astype(str)
@@ -237,6 +247,9 @@ def numbers_to_epoch_seconds(values: pd.Series, *, path: Path, column: str, firs
         raise DataError(f"column {column!r} value {values.iloc[row]!r} is neither a number nor an "
                         f"ISO date/datetime (YYYY-MM-DD[THH:MM[:SS]][+HH:MM])", **where(row))
     return datetimes_to_epoch_seconds(times)
+
+
+_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 
 def datetimes_to_epoch_seconds(times: pd.Series) -> np.ndarray:

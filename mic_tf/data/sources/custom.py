@@ -132,9 +132,20 @@ def _require_values(df: pd.DataFrame, columns: list[str], path: Path, what: str)
 def _times(column: pd.Series, path: Path, name: str) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(column.dtype):
         return datetimes_to_epoch_seconds(column)
-    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+    if pd.api.types.is_bool_dtype(column.dtype):
+        raise DataError(f"column {name!r} holds booleans (True/False), not times; expected "
+                        f"numbers or ISO dates (check --custom_time_col)", **_where(path, 0))
+    if pd.api.types.is_numeric_dtype(column.dtype):
         values = column.to_numpy()
-        return values.astype(np.int64) if values.dtype.kind in "iu" else values.astype(np.float64)
+        if values.dtype.kind in "iu":
+            return values.astype(np.int64)
+        values = values.astype(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(f"column {name!r} value {values[row]} is not a finite number; "
+                            f"expected finite numbers or ISO dates", **_where(path, row))
+        return values
     if _is_parquet(path):
         return numbers_to_epoch_seconds(column.astype(object), path=path, column=name,
                                         first_line=1, row_label="row")
