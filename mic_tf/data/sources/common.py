@@ -7,6 +7,7 @@ import csv
 import gzip
 import io
 import json
+import lzma
 import re
 import zlib
 from pathlib import Path
@@ -16,10 +17,16 @@ import pandas as pd
 
 from mic_tf.errors import DataError
 
+# What reading a truncated or corrupt .gz / .bz2 / .xz stream raises (pandas decompresses by the
+# file's suffix): EOFError and zlib.error are neither OSError nor ValueError.
+COMPRESSED_STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+
 
 def require_file(path: Path, hint: str) -> Path:
     """Returns `path` if it is a file; otherwise raises a DataError with `hint` (how to get it)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"is a folder, not a file; pass the raw file itself; {hint}", path=path)
     if not path.is_file():
         raise DataError(f"raw file not found; {hint}", path=path)
     return path
@@ -61,6 +68,9 @@ def read_table(path: Path, *, sep: str, columns: list[str] | None, required: lis
         raise DataError(f"malformed line ({e}){expect}", path=path, line=_parser_line(str(e))) from e
     except UnicodeDecodeError as e:
         raise DataError(f"not {encoding} text ({e}){expect}", path=path) from e
+    except COMPRESSED_STREAM_ERRORS as e:
+        raise DataError(f"truncated or corrupt compressed file ({type(e).__name__}: {e}); fetch "
+                        f"the file again", path=path) from e
     except (ValueError, TypeError) as e:
         # A dtype fast path failed: find the offending line with the strict string reader.
         if dtypes:
