@@ -210,3 +210,20 @@ def test_rerun_on_other_data_is_refused_before_anything_is_rewritten(tmp_path, c
     moved = run_custom(custom_logs / "a_copy.csv", out, tmp_path / "d2")
     assert moved.returncode == 0, moved.stderr[-3000:]
     assert "training already finished" in moved.stderr
+
+
+@pytest.mark.parametrize("name", ["items.tsv", "users.tsv"])
+def test_a_truncated_processed_folder_stops_the_run_before_training(tmp_path, data_dir,
+                                                                    ml100k_raw_dir, name):
+    """Issue 15 item 8: this used to fail with a traceback after training."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    table = copy / "ml-100k" / name
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    result = run(SMALL, tmp_path / "run", copy, ml100k_raw_dir)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"{name}: processed file differs" in result.stderr and "--force" in result.stderr
+    assert "Traceback" not in result.stderr and "training" not in result.stderr
+    assert not (tmp_path / "run").exists()
