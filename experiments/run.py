@@ -18,6 +18,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments import interrupts  # noqa: E402
+
+RESUME = "run the same command again to resume from the last checkpoint"
+interrupts.install(RESUME)
+
 from absl import app, flags, logging  # noqa: E402
 
 from experiments import common_flags, defaults  # noqa: E402
@@ -233,6 +238,8 @@ def main(argv):
         result = run_experiment(cfg, ds, out_dir)
     except MicError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        interrupts.stop(RESUME)
     print(json.dumps({"output_dir": out_dir, "test": result["test"]}))
 
 

@@ -58,6 +58,7 @@ def prepare_dataset(name: str, data_dir: str | Path | None = None, raw_dir: str 
         return store.load(out_dir)
     if meta is not None:
         log(f"{name}: processed data in {out_dir} was made from other inputs; rebuilding")
+    log(f"{name}: reading the raw data")
     raw = source.read(files, options)
     log(f"{name}: read {raw.num_rows} raw interactions in {time.time() - start:.1f}s")
     ds = apply_comirec_protocol(raw, params, log=lambda msg: log(f"{name}: {msg}"))
