@@ -39,6 +39,9 @@ flags.DEFINE_integer("m", 30, "M.")
 flags.DEFINE_integer("m3", 50, "M3.")
 flags.DEFINE_integer("threads", 1, "Faiss OpenMP threads (single-user serving: 1).")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_enum("item_score", "cosine", ["dot", "cosine"], "Datastore geometry. The synthetic "
+                  "item vectors are unit-length, so both rank alike; `dot` (a dot-product "
+                  "model's datastore) builds a second item index for I2I.")
 flags.DEFINE_boolean("precompute_i2i", True, "Precompute the I2I neighbour table (M3 wide) at "
                      "build time; otherwise I2I searches M items per request.")
 flags.DEFINE_string("save_dir", None, "Save the built datastore here (to time it again later).")
@@ -99,7 +102,8 @@ def main(argv):
                              "users: pass the --num_items/--num_users/--dim it was built with")
     else:
         ds = Datastore(users, items, hist.ravel(), offsets, category,
-                       index_type=FLAGS.index_type, index_params=params, use_gpu=False)
+                       index_type=FLAGS.index_type, index_params=params, use_gpu=False,
+                       item_score=FLAGS.item_score)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if FLAGS.precompute_i2i and (ds.item_neighbours is None
@@ -135,7 +139,7 @@ def main(argv):
     batch_s = time.perf_counter() - t
     print(json.dumps({
         "num_items": FLAGS.num_items, "num_users": FLAGS.num_users, "dim": FLAGS.dim,
-        "index_type": FLAGS.index_type, "index_params": ds.settings()["built_params"]["items"],
+        "index_type": FLAGS.index_type, "item_score": ds.item_score, "index_params": ds.settings()["built_params"]["items"],
         "top_n": FLAGS.top_n, "m1": FLAGS.m1, "m2": FLAGS.m2, "m": FLAGS.m, "m3": FLAGS.m3,
         "threads": FLAGS.threads, "queries": FLAGS.queries,
         "p50_ms": round(float(np.percentile(lat, 50)), 2),

@@ -32,7 +32,7 @@ from mic_tf.inference.score import InferenceConfig
 from mic_tf.mic.model import ABLATIONS, MICModel, ablation_settings
 from mic_tf.mic.plugin import MICConfig, MiningCallback, mic_pipeline_fn
 from mic_tf.models.encoders import ENCODERS
-from mic_tf.models.losses import BASIC_LOSSES
+from mic_tf.models.losses import BASIC_LOSSES, score_geometry
 from mic_tf.models.retrieval_model import RetrievalModel
 from mic_tf.training.projector import write_item_projector
 from mic_tf.training.trainer import TrainConfig, Trainer
@@ -154,7 +154,8 @@ def make_evaluator(cfg: ExperimentConfig, ds: ProcessedDataset):
     inference = dataclasses.replace(cfg.inference, top_n=cfg.train.top_n)
     if cfg.ablation in ("-u2u", "-u2i", "-i2i"):
         inference = InferenceConfig.for_ablation(cfg.ablation, **dataclasses.asdict(inference))
-    return CrossChannelEvaluator(ds, cfg.train.maxlen, inference, index_type=cfg.index_type)
+    return CrossChannelEvaluator(ds, cfg.train.maxlen, inference, index_type=cfg.index_type,
+                                 item_score=score_geometry(cfg.basic_loss))
 
 
 def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50) -> dict:

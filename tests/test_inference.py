@@ -140,14 +140,17 @@ def test_ablation_switches():
 
 
 # --------------------------------------------------------------------------- random datastores
-def random_store(seed=0, n=40, u=30, d=8, index_type="flat", **params):
+def random_store(seed=0, n=40, u=30, d=8, index_type="flat", item_score="dot", **params):
     rng = np.random.default_rng(seed)
     hist = [rng.integers(1, n + 1, rng.integers(1, 12)) for _ in range(u)]
     items, offsets = _csr(hist)
     cats = rng.integers(0, 4, n + 1)
     cats[0] = 0
-    return Datastore(rng.normal(size=(u, d)), rng.normal(size=(n + 1, d)), items, offsets, cats,
-                     index_type=index_type, index_params=params or None, use_gpu=False)
+    # item norms spread over [0.2, 3] so that the dot product and the cosine rank differently
+    vectors = rng.normal(size=(n + 1, d)) * rng.uniform(0.2, 3.0, size=(n + 1, 1))
+    return Datastore(rng.normal(size=(u, d)), vectors, items, offsets, cats,
+                     index_type=index_type, index_params=params or None, use_gpu=False,
+                     item_score=item_score)
 
 
 def queries(seed, b, d=8, k=None, n=40, length=10):
@@ -161,18 +164,24 @@ def queries(seed, b, d=8, k=None, n=40, length=10):
 
 
 def oracle(ds, q, h, cfg):
-    """Per-user loops over full cosine matrices (independent of the library's code)."""
-    v = ds.item_vectors / np.maximum(np.linalg.norm(ds.item_vectors, axis=1, keepdims=True), 1e-12)
+    """Per-user loops over full score matrices (independent of the library's code): the basic
+    score is the inner product with the raw item vectors for a "dot" datastore, the cosine for a
+    "cosine" one; I2I and U2U always search by cosine."""
+    raw = ds.item_vectors.astype(np.float64)
+    v = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
     out = []
     for b in range(len(q)):
         qs = q[b] if q.ndim == 3 else q[b][None]
-        qs = qs / np.linalg.norm(qs, axis=1, keepdims=True)
-        cos = (qs @ v[1:].T).max(axis=0)  # cos of items 1..N
+        qn = qs / np.linalg.norm(qs, axis=1, keepdims=True)
+        if ds.item_score == "cosine":
+            basic = (qn @ v[1:].T).max(axis=0)  # cos of items 1..N
+        else:
+            basic = (qs @ raw[1:].T).max(axis=0)  # inner products of items 1..N
         counter = collections.Counter()
         if cfg.use_u2i:
-            counter.update((np.argsort(-cos, kind="stable")[:cfg.k1 or cfg.top_n] + 1).tolist())
+            counter.update((np.argsort(-basic, kind="stable")[:cfg.k1 or cfg.top_n] + 1).tolist())
         if cfg.use_u2u:
-            uq = qs.mean(axis=0)
+            uq = qn.mean(axis=0)
             uq = uq / np.linalg.norm(uq)
             for user in np.argsort(-(ds.user_vectors @ uq), kind="stable")[:cfg.m1]:
                 seq = ds.history_items[ds.history_offsets[user]:ds.history_offsets[user + 1]]
@@ -185,9 +194,15 @@ def oracle(ds, q, h, cfg):
                 counter.update((np.argsort(-sims, kind="stable")[:cfg.m3] + 1).tolist()[
                     :min(cfg.m3, ds.num_items - 1)])
         cands = sorted(counter)
-        z = sum(math.exp(counter[c] - max(counter.values())) for c in cands)
-        score = {c: cos[c - 1] + cfg.lam_mic * math.exp(counter[c] - max(counter.values())) / z
-                 for c in cands}
+        top = max(counter.values())
+        z = sum(math.exp(counter[c] - top) for c in cands)
+        mic = ({c: math.exp(counter[c] - top) / z for c in cands} if cfg.mic_score == "softmax"
+               else {c: counter[c] / top for c in cands})
+        first = {c: float(basic[c - 1]) for c in cands}
+        if cfg.basic_norm == "minmax":
+            lo, hi = min(first.values()), max(first.values())
+            first = {c: (x - lo) / (hi - lo) if hi > lo else 1.0 for c, x in first.items()}
+        score = {c: first[c] + cfg.lam_mic * mic[c] for c in cands}
         picked = []
         while len(picked) < cfg.top_n and len(picked) < len(cands):
             def total(c):
@@ -201,13 +216,41 @@ def oracle(ds, q, h, cfg):
     return np.array(out)
 
 
+@pytest.mark.parametrize("item_score", ["dot", "cosine"])
 @pytest.mark.parametrize("k", [None, 3])
 @pytest.mark.parametrize("ablation", [None, "-u2u", "-u2i", "-i2i"])
-def test_batch_matches_oracle(k, ablation):
-    ds = random_store(1)
+def test_batch_matches_oracle(k, ablation, item_score):
+    ds = random_store(1, item_score=item_score)
     q, h = queries(2, 9, k=k)
     cfg = InferenceConfig.for_ablation(ablation, top_n=12, m1=5, m2=4, m=3, m3=6)
     np.testing.assert_array_equal(recommend(ds, q, h, cfg).items, oracle(ds, q, h, cfg))
+
+
+@pytest.mark.parametrize("basic_norm,mic_score", [("minmax", "softmax"), ("none", "max"),
+                                                  ("minmax", "max")])
+@pytest.mark.parametrize("k", [None, 3])
+def test_score_readings_match_oracle(k, basic_norm, mic_score):
+    ds = random_store(11)
+    q, h = queries(12, 9, k=k)
+    cfg = InferenceConfig(top_n=12, m1=5, m2=4, m=3, m3=6, lam_mic=0.7, lam_div=0.3,
+                          basic_norm=basic_norm, mic_score=mic_score)
+    np.testing.assert_array_equal(recommend(ds, q, h, cfg).items, oracle(ds, q, h, cfg))
+
+
+def test_dot_and_cosine_geometries_differ_where_norms_do():
+    # items 1 (norm 3) and 2 (unit, closer in angle): dot picks 1, cosine picks 2; I2I is cosine
+    items = np.array([[0, 0], [3, 0], [.6, .8], [0, 1]], np.float32)
+    hist, offsets = _csr([[1], [2]])
+    cats = np.zeros(4, np.int64)
+    q = np.array([[.5, .5]], np.float32)
+    for score, first in (("dot", 1), ("cosine", 2)):
+        ds = Datastore(USERS[:2], items, hist, offsets, cats, use_gpu=False, item_score=score)
+        assert channels.u2i(ds, q, 1).tolist() == [[first]]
+        # item 3's nearest other item by cosine is 2 (.8), though item 1 has the larger dot
+        assert channels.i2i(ds, np.array([[3]]), 1, 1).tolist() == [[2]]
+        assert ds.build_item_neighbours(1)[3].tolist() == [2]
+    np.testing.assert_array_equal(
+        Datastore(USERS[:2], items, hist, offsets, cats, use_gpu=False).item_vectors, items)
 
 
 def test_defaults_match_oracle():
@@ -235,13 +278,15 @@ def test_single_user_path_identical(k, table):
         np.testing.assert_array_equal(scores, batch.scores[b])
 
 
+@pytest.mark.parametrize("item_score", ["dot", "cosine"])
 @pytest.mark.parametrize("k", [None, 3])
-def test_u2i_only_equals_item_index(k):
-    ds = random_store(7, n=60)
+def test_u2i_only_equals_item_index(k, item_score):
+    """U2I alone with lam 0 is exactly ComiRec's evaluation (`ItemIndex`) in the same geometry."""
+    ds = random_store(7, n=60, item_score=item_score)
     q, h = queries(8, 10, k=k, n=60)
     cfg = InferenceConfig(top_n=20, lam_mic=0., lam_div=0., use_u2u=False, use_i2i=False)
     res = recommend(ds, q, h, cfg)
-    qn = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=-1, keepdims=True) if item_score == "cosine" else q
     _, expected = ItemIndex(ds.item_vectors, use_gpu=False).search(qn, 20)
     np.testing.assert_array_equal(res.items, expected)
 
@@ -249,18 +294,21 @@ def test_u2i_only_equals_item_index(k):
 @pytest.mark.parametrize("index_type,params", [("flat", {}), ("ivf", {"nlist": 4, "nprobe": 2}),
                                                ("hnsw", {"M": 8, "efSearch": 16,
                                                          "efConstruction": 20})])
-def test_save_load_same_answers(tmp_path, index_type, params):
-    ds = random_store(9, n=200, u=100, index_type=index_type, **params)
+@pytest.mark.parametrize("item_score", ["dot", "cosine"])
+def test_save_load_same_answers(tmp_path, index_type, params, item_score):
+    ds = random_store(9, n=200, u=100, index_type=index_type, item_score=item_score, **params)
     q, h = queries(10, 7, n=200)
     cfg = InferenceConfig(top_n=20, m1=8, m2=5, m=4, m3=6)
     before = recommend(ds, q, h, cfg)
     folder = ds.save(tmp_path / "store")
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["datastore.json", "history_items.npy", "history_offsets.npy", "item_category.npy",
-         "item_vectors.npy", "user_vectors.npy", "items.faiss", "users.faiss"])
+         "item_vectors.npy", "user_vectors.npy", "items.faiss", "users.faiss"]
+        + (["items_unit.faiss"] if item_score == "dot" else []))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left behind
     loaded = Datastore.load(folder, use_gpu=False)
     assert loaded.index_type == index_type and loaded.index_params == ds.index_params
+    assert loaded.item_score == item_score
     assert loaded.settings()["built_params"] == ds.settings()["built_params"]  # e.g. IVF nlist
     after = recommend(loaded, q, h, cfg)
     np.testing.assert_array_equal(after.items, before.items)
@@ -282,8 +330,8 @@ def test_multi_interest_training_users_stored_as_renormalised_mean():
     mean = unit.mean(axis=1)
     np.testing.assert_allclose(ds.user_vectors, mean / np.linalg.norm(mean, axis=1,
                                                                          keepdims=True), rtol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(ds.item_vectors[1:], axis=1), 1, rtol=1e-5)
-    assert (ds.item_vectors[0] == 0).all()
+    np.testing.assert_allclose(np.linalg.norm(ds.item_unit[1:], axis=1), 1, rtol=1e-5)
+    assert (ds.item_vectors[0] == 0).all() and (ds.item_unit[0] == 0).all()
 
 
 def test_bad_inputs():

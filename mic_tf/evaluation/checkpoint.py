@@ -26,6 +26,7 @@ from mic_tf.experiment import ExperimentConfig, build_model
 from mic_tf.inference.datastore import reduce_users
 from mic_tf.inference.evaluator import CrossChannelEvaluator
 from mic_tf.inference.score import InferenceConfig, greedy_pick
+from mic_tf.models.losses import score_geometry
 from mic_tf.mic.mining import MiningConfig
 from mic_tf.mic.plugin import MICConfig
 from mic_tf.training.trainer import TrainConfig
@@ -121,7 +122,8 @@ def evaluate_cross_channel(run: LoadedRun, inference: InferenceConfig | None = N
     cfg = inference or dataclasses.replace(run.config.inference, top_n=run.config.train.top_n)
     es = run.ds.eval_split(split, run.config.train.maxlen)
     evaluator = CrossChannelEvaluator(run.ds, run.config.train.maxlen, cfg,
-                                      index_type=run.config.index_type)
+                                      index_type=run.config.index_type,
+                                      item_score=score_geometry(run.config.basic_loss))
     metrics, _ = evaluator(run.model, es)
     return metrics
 

@@ -11,25 +11,27 @@ from __future__ import annotations
 import numpy as np
 
 from mic_tf.evaluation.retrieval import ItemIndex, _sort_by_score
-from mic_tf.inference.datastore import Datastore, l2_normalize, reduce_users
+from mic_tf.inference.datastore import Datastore, reduce_users
 from mic_tf.utils.vectors import drop_self
 
 
 def u2i(ds: Datastore, queries: np.ndarray, k1: int) -> np.ndarray:
-    """U2I: the top `k1` items by cosine to the query user.
+    """U2I: the top `k1` items by the basic model's own score (spec 4): the inner product for a
+    dot-product datastore (`ds.item_score == "dot"`, ComiRec's evaluation), the cosine for a
+    cosine one.
 
     Args:
       ds: the datastore.
-      queries: `[B, D]` or `[B, K, D]` user vectors; each interest is L2-normalised, so the inner
-        product with the normalised items is the cosine. Multi-interest: each interest retrieves
-        its own top k1, the pool keeps each item's best score (max over interests) and is cut to
-        k1 (ties by smaller item id, as in `ItemIndex.search`).
+      queries: `[B, D]` or `[B, K, D]` user vectors (normalised here for a cosine datastore).
+        Multi-interest: each interest retrieves its own top k1, the pool keeps each item's best
+        score (max over interests) and is cut to k1 (ties by smaller item id, as in
+        `ItemIndex.search`).
       k1: number of items, >= 0.
 
     Returns:
       `[B, min(k1, N)]` item ids, best first (0 = empty: only with approximate indexes).
     """
-    q = l2_normalize(queries)
+    q = ds.query_vectors(queries)
     if k1 <= 0:
         return np.zeros((len(q), 0), np.int64)
     if q.ndim == 2:
@@ -95,7 +97,8 @@ def last_items(histories: np.ndarray, m: int) -> np.ndarray:
 
 
 def i2i(ds: Datastore, histories: np.ndarray, m: int, m3: int) -> np.ndarray:
-    """I2I: for each of the last `m` history items, its `m3` most similar items (itself excluded).
+    """I2I: for each of the last `m` history items, its `m3` most similar items by cosine
+    (itself excluded), whatever the U2I geometry.
 
     With a precomputed table (`Datastore.build_item_neighbours`, width >= m3) the neighbours are
     read from it; otherwise the distinct items of the batch are searched once (m3 + 1 neighbours
@@ -122,7 +125,7 @@ def i2i(ds: Datastore, histories: np.ndarray, m: int, m3: int) -> np.ndarray:
         return table[recent, :m3].astype(np.int64).reshape(b, width * m3)
     uniq, inverse = np.unique(recent, return_inverse=True)
     inverse = inverse.reshape(recent.shape)
-    _, nbrs = ds.search_items(ds.item_vectors[uniq], m3 + 1)  # [Q, m3 + 1] (row for 0 unused)
+    _, nbrs = ds.search_similar_items(ds.item_unit[uniq], m3 + 1)  # [Q, m3 + 1] (0's row unused)
     if nbrs.shape[1] < m3 + 1:
         nbrs = np.pad(nbrs, ((0, 0), (0, m3 + 1 - nbrs.shape[1])))
     nbrs = drop_self(nbrs, uniq)

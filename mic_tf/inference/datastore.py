@@ -3,8 +3,12 @@
 A `Datastore` holds
   * the user datastore: one L2-normalised vector per training user, `[U, D]`, searched by a Faiss
     inner-product index (Faiss id j = training user j);
-  * the item datastore: L2-normalised item vectors `[N + 1, D]` (row 0 = padding, never indexed
-    or returned), searched by a second index (Faiss id j = item j + 1);
+  * the item datastore: item vectors `[N + 1, D]` (row 0 = padding, never indexed or returned)
+    in the geometry the basic loss trained (`item_score`): as they are for a dot-product model
+    (ComiRec's sampled softmax), L2-normalised for a cosine model (eq. 9's logistic loss). U2I and
+    Score_basic search / score them with the query as it is (dot) or normalised (cosine); the
+    item-item neighbour search (I2I) always uses unit vectors (cosine, the paper's `sim`), from a
+    second index when the two geometries differ (Faiss id j = item j + 1 in both);
   * the interaction datastore: each training user's time-ordered history as CSR
     (`history_items [nnz]`, `history_offsets [U + 1]`);
   * item categories `[N + 1]` (0 = no category).
@@ -33,7 +37,8 @@ from mic_tf.utils.vectors import drop_self
 from mic_tf.utils.vectors import l2_normalize  # noqa: F401  (re-exported by mic_tf.inference)
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
-_FORMAT_VERSION = 1
+ITEM_SCORES = ("dot", "cosine")
+_FORMAT_VERSION = 2  # 2: item_score (raw item vectors for dot-product models), items_unit.faiss
 # A saved datastore is recognised by its datastore.json and holds only these kinds of files.
 _IS_OURS = ours_if(lambda f: json_marker(f, "datastore.json", ("format_version", "index_type")),
                    ("datastore.json", "*.npy", "*.faiss"))
@@ -125,17 +130,25 @@ class Datastore:
       index_params: overrides of the type's defaults (ivf: nlist, nprobe; hnsw: M, efSearch,
         efConstruction).
       use_gpu: "auto" (GPU when Faiss sees one, flat/ivf only) or False.
+      item_score: "dot" (the basic model scores items by inner product: ComiRec's sampled
+        softmax, the default) or "cosine" (eq. 9's logistic loss on cosines). Spec 4: U2I and
+        Score_basic use the score the basic loss trained.
 
     Attributes:
-      user_vectors `[U, D]`, item_vectors `[N + 1, D]`, history_items, history_offsets,
-      item_category, num_users U, num_items N, dim D, index_type, index_params.
+      user_vectors `[U, D]` (unit), item_vectors `[N + 1, D]` (raw for "dot", unit for
+      "cosine"), item_unit `[N + 1, D]` (unit; the same array for "cosine"), history_items,
+      history_offsets, item_category, num_users U, num_items N, dim D, index_type, index_params,
+      item_score.
     """
 
     def __init__(self, user_vectors, item_vectors, history_items, history_offsets, item_category,
                  index_type: str = "flat", index_params: dict | None = None, use_gpu="auto",
-                 _indexes=None):
+                 item_score: str = "dot", _indexes=None):
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+        if item_score not in ITEM_SCORES:
+            raise ValueError(f"item_score must be one of {ITEM_SCORES}, got {item_score!r}")
+        self.item_score = item_score
         if use_gpu not in ("auto", False):
             raise ValueError(f"use_gpu must be 'auto' or False, got {use_gpu!r}")
         unknown = set(index_params or {}) - set(_DEFAULT_PARAMS[index_type])
@@ -150,11 +163,18 @@ class Datastore:
             raise ValueError(f"item_vectors must be [N + 1, D] with N >= 1, got {items.shape}")
         if _indexes is None:
             self.user_vectors = reduce_users(user_vectors)
-            self.item_vectors = np.ascontiguousarray(l2_normalize(items))
+            unit = np.ascontiguousarray(l2_normalize(items))
+            unit[0] = 0.0
+            self.item_vectors = unit if item_score == "cosine" else np.array(items, order="C")
             self.item_vectors[0] = 0.0
-        else:  # loaded: already normalised; renormalising could move the last bits
+        else:  # loaded: already in their geometry; renormalising could move the last bits
             self.user_vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
             self.item_vectors = np.ascontiguousarray(items)
+            unit = self.item_vectors
+            if item_score == "dot":
+                unit = np.ascontiguousarray(l2_normalize(self.item_vectors))
+                unit[0] = 0.0
+        self.item_unit = unit
         self.num_users, self.dim = self.user_vectors.shape
         self.num_items = items.shape[0] - 1
         if items.shape[1] != self.dim:
@@ -183,19 +203,36 @@ class Datastore:
                                        use_gpu)
             self._items = _Index.build(self.item_vectors[1:], index_type,
                                        dict(self.index_params), use_gpu)
+            self._items_unit = self._items if item_score == "cosine" else _Index.build(
+                self.item_unit[1:], index_type, dict(self.index_params), use_gpu)
         else:
             self._users = _Index(_indexes[0], index_type, self.index_params, use_gpu)
             self._items = _Index(_indexes[1], index_type, self.index_params, use_gpu)
+            self._items_unit = (self._items if item_score == "cosine" else
+                                _Index(_indexes[2], index_type, self.index_params, use_gpu))
 
     # ------------------------------------------------------------------ searches
+    def query_vectors(self, queries: np.ndarray) -> np.ndarray:
+        """User vectors `[B, D]` / `[B, K, D]` in the U2I geometry: as they are for "dot",
+        L2-normalised (each interest) for "cosine"."""
+        q = np.asarray(queries, dtype=np.float32)
+        return q if self.item_score == "dot" else l2_normalize(q)
+
     def search_items(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items by inner product for `[Q, D]` queries.
+        """U2I: top-k items by inner product with `item_vectors` for `[Q, D]` queries (already in
+        the U2I geometry, see `query_vectors`).
 
         Returns:
           `[Q, k']` float32 scores (-inf when missing) and int64 item ids in 1..N (0 when
           missing), k' = min(k, N), in Faiss's order (best first).
         """
         scores, ids = self._items.search(queries, min(int(k), self.num_items))
+        return scores, np.where(ids >= 0, ids + 1, 0)
+
+    def search_similar_items(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """I2I: top-k items by cosine for `[Q, D]` unit queries (rows of `item_unit`); same
+        return convention as `search_items`."""
+        scores, ids = self._items_unit.search(queries, min(int(k), self.num_items))
         return scores, np.where(ids >= 0, ids + 1, 0)
 
     def search_users(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +254,7 @@ class Datastore:
         table = np.zeros((self.num_items + 1, width), np.int32)
         for lo in range(1, self.num_items + 1, batch):
             ids = np.arange(lo, min(lo + batch, self.num_items + 1))
-            _, nbrs = self.search_items(self.item_vectors[ids], width + 1)
+            _, nbrs = self.search_similar_items(self.item_unit[ids], width + 1)
             if nbrs.shape[1] < width + 1:
                 nbrs = np.pad(nbrs, ((0, 0), (0, width + 1 - nbrs.shape[1])))
             table[ids] = drop_self(nbrs, ids)
@@ -228,7 +265,7 @@ class Datastore:
     def settings(self) -> dict:
         return {"format_version": _FORMAT_VERSION, "index_type": self.index_type,
                 "index_params": self.index_params, "num_users": self.num_users,
-                "num_items": self.num_items, "dim": self.dim,
+                "num_items": self.num_items, "dim": self.dim, "item_score": self.item_score,
                 "built_params": {"users": self._users.params, "items": self._items.params},
                 "multi_interest_users": "mean of L2-normalised interests, renormalised"}
 
@@ -236,8 +273,9 @@ class Datastore:
         """Writes the datastore to `folder` atomically (temp folder, then rename).
 
         Files: user_vectors.npy, item_vectors.npy, history_items.npy, history_offsets.npy,
-        item_category.npy, users.faiss, items.faiss (CPU copies), datastore.json (settings) and,
-        when built, item_neighbours.npy (the I2I table).
+        item_category.npy, users.faiss, items.faiss (CPU copies; with `item_score="dot"` also
+        items_unit.faiss, the I2I index over unit vectors), datastore.json (settings) and, when
+        built, item_neighbours.npy (the I2I table).
         """
         folder = Path(folder)
         hint = "Save to a new or empty folder, or move its files away first."
@@ -247,7 +285,10 @@ class Datastore:
                 np.save(tmp / f"{name}.npy", getattr(self, name))
             if self.item_neighbours is not None:
                 np.save(tmp / "item_neighbours.npy", self.item_neighbours)
-            for name, idx in (("users", self._users), ("items", self._items)):
+            indexes = [("users", self._users), ("items", self._items)]
+            if self._items_unit is not self._items:
+                indexes.append(("items_unit", self._items_unit))
+            for name, idx in indexes:
                 cpu = faiss.index_gpu_to_cpu(idx.index) if idx.on_gpu else idx.cpu_index
                 faiss.write_index(cpu, str(tmp / f"{name}.faiss"))
             (tmp / "datastore.json").write_text(json.dumps(self.settings(), indent=2,
@@ -262,15 +303,18 @@ class Datastore:
         arrays = {name: inputs.load_array(folder / f"{name}.npy") for name in
                   ("user_vectors", "item_vectors", "history_items", "history_offsets",
                    "item_category")}
-        indexes = [inputs.read_index(folder / f"{name}.faiss") for name in ("users", "items")]
+        item_score = inputs.item_score(folder, meta, ITEM_SCORES)
+        names = ("users", "items") + (("items_unit",) if item_score == "dot" else ())
+        indexes = [inputs.read_index(folder / f"{name}.faiss") for name in names]
         inputs.check_saved_sizes(folder, meta, arrays, indexes)
         ds = cls(arrays["user_vectors"], arrays["item_vectors"], arrays["history_items"],
                  arrays["history_offsets"], arrays["item_category"],
                  index_type=meta["index_type"], index_params=meta["index_params"],
-                 use_gpu=use_gpu, _indexes=indexes)
+                 use_gpu=use_gpu, item_score=item_score, _indexes=indexes)
         built = meta.get("built_params", {})  # e.g. the IVF nlist chosen at build time
         ds._users.params = {**ds._users.params, **built.get("users", {})}
         ds._items.params = {**ds._items.params, **built.get("items", {})}
+        ds._items_unit.params = {**ds._items_unit.params, **built.get("items", {})}
         table = folder / "item_neighbours.npy"
         if table.exists():
             ds.item_neighbours = inputs.load_array(table)

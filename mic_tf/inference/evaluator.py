@@ -33,7 +33,7 @@ class CrossChannelEvaluator:
 
     def __init__(self, ds: ProcessedDataset, maxlen: int, config: InferenceConfig,
                  index_type: str = "flat", index_params: dict | None = None,
-                 batch_size: int = 2048, query_batch: int = 1024):
+                 batch_size: int = 2048, query_batch: int = 1024, item_score: str = "dot"):
         r = ds.split_range("train")
         self.histories, _ = ds.recent_histories("train", maxlen)
         self.user_features = ds.user_features[r.start:r.stop]
@@ -44,6 +44,7 @@ class CrossChannelEvaluator:
         self.config = config
         self.index_type, self.index_params = index_type, index_params
         self.batch_size, self.query_batch = batch_size, query_batch
+        self.item_score = item_score  # the basic model's own score (spec 4): "dot" or "cosine"
         self.last_datastore = None
 
     def _embed(self, model, histories, user_features):
@@ -55,7 +56,8 @@ class CrossChannelEvaluator:
         items = keras.ops.convert_to_numpy(model.item_table())
         self.last_datastore = Datastore(users, items, self.history_items, self.history_offsets,
                                         self.item_category, index_type=self.index_type,
-                                        index_params=self.index_params)
+                                        index_params=self.index_params,
+                                        item_score=self.item_score)
         return self.last_datastore
 
     def __call__(self, model, split: EvalSplit):

@@ -82,10 +82,21 @@ def read_index(path: Path):
         raise DataError(f"not a readable Faiss index ({e}); {_RESAVE}", path=path) from e
 
 
+def item_score(folder: Path, meta: dict, allowed: tuple[str, ...]) -> str:
+    """The saved `item_score` ("dot" when absent, as the format's first datastores)."""
+    value = meta.get("item_score", "dot")
+    if value not in allowed:
+        raise DataError(f"item_score {value!r} is not one of {allowed}; {_RESAVE}",
+                        path=Path(folder) / "datastore.json")
+    return value
+
+
 def check_saved_sizes(folder: Path, meta: dict, arrays: dict, indexes) -> None:
-    """The vectors, the indexes and datastore.json describe the same users, items and dim."""
+    """The vectors, the indexes and datastore.json describe the same users, items and dim.
+
+    `indexes`: the users' and the items' index, then optionally the unit-item index."""
     users, items = arrays["user_vectors"], arrays["item_vectors"]
-    user_index, item_index = indexes
+    user_index, item_index = indexes[:2]
     facts = [  # (file, what, found, file it must agree with, expected)
         ("user_vectors.npy", "rows", len(users), "users.faiss", user_index.ntotal),
         ("item_vectors.npy", "rows - 1 (padding)", len(items) - 1, "items.faiss",
@@ -98,6 +109,10 @@ def check_saved_sizes(folder: Path, meta: dict, arrays: dict, indexes) -> None:
         ("datastore.json", "num_items", meta.get("num_items"), "items.faiss", item_index.ntotal),
         ("datastore.json", "dim", meta.get("dim"), "items.faiss", item_index.d),
     ]
+    for unit_index in indexes[2:]:
+        facts.append(("items_unit.faiss", "ntotal", unit_index.ntotal, "items.faiss",
+                      item_index.ntotal))
+        facts.append(("items_unit.faiss", "dim", unit_index.d, "items.faiss", item_index.d))
     for name, what, found, other, expected in facts:
         if found != expected:
             raise DataError(f"{name} has {what} = {found} but {other} has {expected}: the files "

