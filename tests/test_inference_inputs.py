@@ -118,3 +118,12 @@ def test_an_i2i_table_with_foreign_ids_is_refused(tmp_path):
     np.save(folder / "item_neighbours.npy", table)
     with pytest.raises(DataError, match="item_neighbours.npy"):
         Datastore.load(folder, use_gpu=False)
+
+
+def test_a_unit_item_index_from_another_datastore_is_refused(tmp_path):
+    folder = saved(tmp_path, n=40)
+    other = saved(tmp_path, "other", n=41)
+    assert (folder / "items_unit.faiss").exists()  # dot-product datastores keep both indexes
+    (folder / "items_unit.faiss").write_bytes((other / "items_unit.faiss").read_bytes())
+    with pytest.raises(DataError, match=r"items_unit\.faiss"):
+        Datastore.load(folder, use_gpu=False)
