@@ -172,7 +172,7 @@ def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50) -> dict:
 def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | Path,
                    log=None) -> dict:
     """Trains (or resumes), evaluates the test users once with the best weights, writes outputs."""
-    cfg.validate()
+    cfg.validate_for(ds)  # before the run folder is created
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
