@@ -23,7 +23,7 @@ from absl import app, flags, logging  # noqa: E402
 
 flags.DEFINE_string("encoder", "gru4rec", "Encoder name.")
 flags.DEFINE_enum("plugin", "none", ["none", "mic"], "Plugin.")
-flags.DEFINE_enum("dataset", "ml-100k", ["ml-100k", "synthetic"], "Dataset.")
+flags.DEFINE_enum("dataset", "ml-100k", ["ml-100k", "ml-1m", "synthetic"], "Dataset.")
 flags.DEFINE_integer("num_items", 1000, "synthetic: number of items.")
 flags.DEFINE_integer("num_users", None, "synthetic: users (default max(20000, num_items / 5)).")
 flags.DEFINE_string("basic_loss", "sampled_softmax", "Basic loss.")
@@ -48,8 +48,8 @@ def load_data():
     from mic_tf.data.prepare import prepare_dataset
     from mic_tf.data.protocol import ProtocolParams
 
-    if FLAGS.dataset == "ml-100k":
-        return prepare_dataset("ml-100k", data_dir=FLAGS.data_dir, verbose=False)
+    if FLAGS.dataset in ("ml-100k", "ml-1m"):
+        return prepare_dataset(FLAGS.dataset, data_dir=FLAGS.data_dir, verbose=False)
     users = FLAGS.num_users or max(20000, FLAGS.num_items // 5)
     options = {"synthetic_users": users, "synthetic_items": FLAGS.num_items,
                "synthetic_seed": FLAGS.seed}

@@ -86,6 +86,8 @@ flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "auto (Laz
 flags.DEFINE_boolean("jit_compile", None, "XLA-compile the update (forward, backward, "
                      "optimizer; the random draws stay outside). Default: on below 100k items "
                      "(1.1-1.5x faster on this CPU), off above; see benchmarks/README.md.")
+flags.DEFINE_boolean("evaluate_test", True, "Evaluate the test users at the end. `--noevaluate_test` "
+                     "is a selection run: the test split is sealed, metrics.json holds valid only.")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (same seed, same metrics).")
 flags.DEFINE_integer("verbose", None, "Keras progress: 1 bar, 2 one line per period "
                      "(default: 1 on a terminal, else 2).")
@@ -137,7 +139,7 @@ def build_config(ds=None):
         num_interests=FLAGS.num_interests, routing_iterations=FLAGS.routing_iterations,
         num_sampled=FLAGS.num_sampled, logistic_negatives=FLAGS.logistic_negatives,
         logistic_temperature=FLAGS.logistic_temperature, use_category=FLAGS.use_category,
-        use_user_features=FLAGS.use_user_features, train=train)
+        use_user_features=FLAGS.use_user_features, evaluate_test=FLAGS.evaluate_test, train=train)
 
 
 def output_dir() -> str:
@@ -240,7 +242,8 @@ def main(argv):
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         interrupts.stop(RESUME)
-    print(json.dumps({"output_dir": out_dir, "test": result["test"]}))
+    print(json.dumps({"output_dir": out_dir, **{k: result[k] for k in ("valid", "test")
+                                                 if k in result}}))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ flags.DEFINE_string("runs_dir", None, "Where the runs go (default runs/table1/DA
 flags.DEFINE_string("results_dir", str(REPO / "results"), "Where the tables go.")
 flags.DEFINE_boolean("quick", False, "Smoke mode: first seed only, 40 steps, valid every 20.")
 flags.DEFINE_list("extra_args", [], "Extra run.py flags for every run, e.g. --basic_loss=logistic.")
+flags.DEFINE_list("plugins", ["none", "mic"], "Arms to run (`--plugins=none`: the baselines only; "
+                  "experiments/baselines.py adds MostPopular and item-CF beside them).")
 FLAGS = flags.FLAGS
 
 PLUGINS = ("none", "mic")
@@ -41,7 +43,7 @@ def run_grid(log) -> dict:
     jobs = {}
     for seed in seeds:
         for encoder in FLAGS.encoders:
-            for plugin in PLUGINS:
+            for plugin in FLAGS.plugins:
                 args = [*seed_args(FLAGS.dataset, seed), f"--encoder={encoder}",
                         f"--plugin={plugin}", *FLAGS.extra_args]
                 jobs[encoder, plugin, seed] = (args + (QUICK_ARGS if FLAGS.quick else []),
@@ -53,9 +55,10 @@ def run_grid(log) -> dict:
 def write_tables(results: dict, path_csv, path_md) -> None:
     seeds = sorted({s for _, _, s in results})
     encoders = [e for e in FLAGS.encoders if any(k[0] == e for k in results)]
+    plugins = [p for p in PLUGINS if p in FLAGS.plugins]
     rows = []
     for encoder in encoders:
-        for plugin in PLUGINS:
+        for plugin in plugins:
             for metric in metric_names():
                 mean, std, n = summarise([results[encoder, plugin, s][metric] for s in seeds])
                 rows.append({"encoder": encoder, "plugin": plugin, "metric": metric,
@@ -70,11 +73,13 @@ def write_tables(results: dict, path_csv, path_md) -> None:
              "and initialisation for X and X + MIC).", "",
              "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for encoder in encoders:
-        for plugin in PLUGINS:
+        for plugin in plugins:
             name = encoder + (" + MIC" if plugin == "mic" else "")
             cells = [fmt(*summarise([results[encoder, plugin, s][c] for s in seeds])[:2])
                      for c in cols]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if len(plugins) < 2:
+            continue
         gains = []
         for c in cols:
             base = [results[encoder, "none", s][c] for s in seeds]

@@ -61,6 +61,7 @@ class ExperimentConfig:
     mic: MICConfig = dataclasses.field(default_factory=MICConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     index_type: str = "flat"
+    evaluate_test: bool = True  # False: a selection run (valid only; the test split is sealed)
 
     def validate(self) -> None:
         """Every field of this config and of its parts, and the combinations that cannot work.
@@ -101,7 +102,7 @@ EXPERIMENT_CHECKS = (
     integer("embedding_dim", 1), integer("num_interests", 1), integer("routing_iterations", 1),
     integer("num_sampled", 1, optional=True), integer("logistic_negatives", 1),
     number("logistic_temperature", 0, low_open=True), boolean("use_category"),
-    boolean("use_user_features"), choice("index_type", INDEX_TYPES),
+    boolean("use_user_features"), choice("index_type", INDEX_TYPES), boolean("evaluate_test"),
 )
 
 
@@ -158,12 +159,13 @@ def make_evaluator(cfg: ExperimentConfig, ds: ProcessedDataset):
                                  item_score=score_geometry(cfg.basic_loss))
 
 
-def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50) -> dict:
-    """MostPopular (training popularity) through the same Faiss + metrics path, valid and test."""
+def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50,
+                 splits=("valid", "test")) -> dict:
+    """MostPopular (training popularity) through the same Faiss + metrics path."""
     user_vector, item_vectors = most_popular_vectors(ds.item_popularity("train"))
     index = ItemIndex(item_vectors)
     out = {}
-    for split in ("valid", "test"):
+    for split in splits:
         es = ds.eval_split(split, maxlen)
         out[split], _ = evaluate(user_vector(len(es)), index, es, ds.item_category, top_n=top_n)
     return out
@@ -171,15 +173,21 @@ def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50) -> dict:
 
 def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | Path,
                    log=None) -> dict:
-    """Trains (or resumes), evaluates the test users once with the best weights, writes outputs."""
+    """Trains (or resumes), evaluates the test users once with the best weights, writes outputs.
+
+    With `cfg.evaluate_test=False` (a selection run) the test split is sealed: only the valid
+    metrics are written, and no code path reads a test target."""
     cfg.validate_for(ds)  # before the run folder is created
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if not cfg.evaluate_test:
+        ds.seal("test")
     keras.utils.set_random_seed(cfg.train.seed)
-    baseline = most_popular(ds, cfg.train.maxlen, cfg.train.top_n)
-    log(f"MostPopular: valid recall@50 {baseline['valid']['recall@50']:.4f}, test recall@50 "
-        f"{baseline['test']['recall@50']:.4f}")
+    baseline = most_popular(ds, cfg.train.maxlen, cfg.train.top_n,
+                            ("valid", "test") if cfg.evaluate_test else ("valid",))
+    log("MostPopular: " + ", ".join(f"{split} recall@50 {m['recall@50']:.4f}"
+                                    for split, m in baseline.items()))
     model = build_model(cfg, ds)
     map_fn, callbacks = plugin_parts(cfg, ds, log)
     trainer = Trainer(model, ds, cfg.train, out_dir, log=log, map_fn=map_fn, callbacks=callbacks,
@@ -189,6 +197,17 @@ def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | P
     start = time.time()
     state = trainer.fit()
     train_seconds = time.time() - start
+    info = {"encoder": cfg.encoder, "plugin": cfg.plugin, "ablation": cfg.ablation,
+            "basic_loss": cfg.basic_loss, "jit_compile": cfg.train.jit_compile,
+            "optimizer": trainer.optimizer_name,
+            "steps": state.evals_done * cfg.train.eval_every,
+            "best_step": (state.best_eval + 1) * cfg.train.eval_every,
+            "train_seconds_this_process": round(train_seconds, 1),
+            "evaluate_test": cfg.evaluate_test}
+    if not cfg.evaluate_test:
+        write_metrics(out_dir / "metrics.json", {"valid": state.best_valid},
+                      extra={"most_popular": baseline, "run": info})
+        return {"valid": state.best_valid, "most_popular": baseline, "run": info}
     test_metrics, ranked = trainer.evaluate_best("test")
     log(f"test (best valid step {(state.best_eval + 1) * cfg.train.eval_every}): recall@50 "
         f"{test_metrics['recall@50']:.4f} ndcg@50 {test_metrics['ndcg@50']:.4f} hit_rate@50 "
@@ -197,12 +216,6 @@ def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | P
                           ranked, ds.item_raw_ids)
     write_item_projector(out_dir / "tensorboard", keras.ops.convert_to_numpy(model.item_table()),
                          ds)
-    info = {"encoder": cfg.encoder, "plugin": cfg.plugin, "ablation": cfg.ablation,
-            "basic_loss": cfg.basic_loss, "jit_compile": cfg.train.jit_compile,
-            "optimizer": trainer.optimizer_name,
-            "steps": state.evals_done * cfg.train.eval_every,
-            "best_step": (state.best_eval + 1) * cfg.train.eval_every,
-            "train_seconds_this_process": round(train_seconds, 1)}
     write_metrics(out_dir / "metrics.json", {"valid": state.best_valid, "test": test_metrics},
                   extra={"most_popular": baseline, "run": info})
     model.export_user_tower(str(out_dir / "user_tower"))

@@ -62,3 +62,23 @@ def test_table4_and_figures_quick_smoke(tmp_path, ml100k_raw_dir):
     fig5 = list(csv.DictReader(open(tmp_path / "results" / "figure5_ml-100k-quick.csv")))
     assert len(fig5) == 7 and all(0 <= float(r["ui_alignment"]) <= 4 and
                                   float(r["uu_uniformity"]) <= 0 for r in fig5)
+
+
+def test_baselines_quick_smoke(tmp_path, ml100k_raw_dir):
+    """X runs (Table 1's, shared), MostPopular and item-CF in one report."""
+    cmd = [sys.executable, str(REPO / "experiments" / "baselines.py"), "--quick",
+           "--dataset=ml-100k", "--encoders=youtube_dnn", f"--results_dir={tmp_path / 'results'}",
+           f"--runs_dir={tmp_path / 'runs'}", f"--extra_args=--raw_dir={ml100k_raw_dir}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "results" / "baselines_ml-100k-quick.csv")))
+    assert {r["model"] for r in rows} == {"most_popular", "item_cf", "youtube_dnn"}
+    assert all(0 <= float(r["mean"]) <= 1 and r["n"] == "1" for r in rows)
+    run = tmp_path / "runs-quick" / "youtube_dnn-none-s0"
+    x = {r["metric"]: float(r["mean"]) for r in rows if r["model"] == "youtube_dnn"}
+    assert x["recall@50"] == json.loads((run / "metrics.json").read_text())["test"]["recall@50"]
+    pop = {r["metric"]: float(r["mean"]) for r in rows if r["model"] == "most_popular"}
+    assert pop["recall@50"] == json.loads((run / "metrics.json").read_text())[
+        "most_popular"]["test"]["recall@50"]  # the same MostPopular as every run reports
+    md = (tmp_path / "results" / "baselines_ml-100k-quick.md").read_text()
+    assert "| item-CF |" in md and "| YouTube DNN |" in md

@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from mic_tf.errors import DataError
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -76,6 +78,14 @@ class ProcessedDataset:
     user_feature_names: list[str]
     user_feature_vocab: list[list[str]]
     meta: dict = dataclasses.field(default_factory=dict)
+    sealed_splits: set = dataclasses.field(default_factory=set)
+
+    def seal(self, split: str) -> "ProcessedDataset":
+        """Forbids `eval_split(split)` from now on (selection runs seal "test": no code path of a
+        run that chooses settings may read the test users' targets). Returns self."""
+        self.split_range(split)  # validates the name
+        self.sealed_splits.add(split)
+        return self
 
     @property
     def num_users(self) -> int:
@@ -137,6 +147,9 @@ class ProcessedDataset:
         """Cuts each user of `split` at `int(history_frac * len)` (ComiRec's `k`), vectorised."""
         if maxlen < 1:
             raise ValueError(f"maxlen must be >= 1, got {maxlen}")
+        if split in self.sealed_splits:
+            raise DataError(f"the {split} split is sealed: this run selects settings and must not "
+                            f"read {split} targets (run it with --evaluate_test to test it)")
         r = self.split_range(split)
         users = np.arange(r.start, r.stop, dtype=np.int64)
         starts = self.seq_offsets[users]

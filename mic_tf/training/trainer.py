@@ -193,7 +193,7 @@ class Trainer:
         self.evaluator = evaluator or U2IEvaluator(ds.item_category, config.top_n,
                                                    config.eval_batch_size, config.exclude_history)
         self.valid = ds.eval_split("valid", config.maxlen)
-        self.test = ds.eval_split("test", config.maxlen)
+        self._test = None  # built on first use: selection runs never read the test split
         self.writer = tf.summary.create_file_writer(str(self.out_dir / "tensorboard"))
         self.optimizer_name = resolve_optimizer(config.optimizer, ds.num_items)
         self.log(f"optimizer: {self.optimizer_name} ({config.optimizer}, {ds.num_items} items)")
@@ -234,6 +234,12 @@ class Trainer:
             self.keeper.save(state)
         self.writer.flush()
         return state
+
+    @property
+    def test(self) -> EvalSplit:
+        if self._test is None:
+            self._test = self.ds.eval_split("test", self.config.maxlen)
+        return self._test
 
     def evaluate_best(self, split: str = "test"):
         """Loads the best weights and evaluates `split` once."""
