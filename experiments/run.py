@@ -66,6 +66,22 @@ flags.DEFINE_float("temperature", 0.1, "tau of the InfoNCE losses.")
 flags.DEFINE_float("dropout", 0.2, "Embedding dropout of the perturbed views.")
 flags.DEFINE_float("p_mask", 0.2, "Field-masking probability of the perturbed views.")
 flags.DEFINE_integer("mining_every", None, "Steps between nearest-neighbour minings.")
+flags.DEFINE_integer("mining_start", 0, "Step of the first mining (0: at --mining_every). "
+                     "Neighbours of an untrained model are noise (spec 3.3).")
+flags.DEFINE_boolean("mining_on_plateau", False, "Start mining at the first validation that does "
+                     "not improve (instead of --mining_start).")
+flags.DEFINE_float("mined_weight", None, "Weight of the mined positives against the real one "
+                   "(the view / the target), per anchor; unset: every positive pair alike.")
+flags.DEFINE_integer("contrastive_start", 0, "Contrastive losses off before this step.")
+flags.DEFINE_integer("ramp_steps", 0, "Then ramp their weight linearly from 0 to 1 over this "
+                     "many steps (0: at once).")
+flags.DEFINE_enum("uu_anchor", "mean", ["mean", "readout"], "Multi-interest user vector of "
+                  "L_uu: the renormalised mean of the interests (as the user bank and U2U) or "
+                  "the readout against the target.")
+flags.DEFINE_boolean("single_channel_heads", True, "L_uu / L_vv in their own projection "
+                     "heads' space (else directly in the encoder space).")
+flags.DEFINE_enum("hard_negatives", "nearest", ["nearest", "random"], "Hard negatives: the "
+                  "nearest neighbours in other clusters, or random members of other clusters.")
 flags.DEFINE_integer("num_positives", 5, "Mined kNN positives per user / item.")
 flags.DEFINE_integer("num_hard_negatives", 5, "Mined hard negatives per user / item.")
 flags.DEFINE_integer("num_cross", 5, "Mined user->item / item->user positives.")
@@ -79,6 +95,11 @@ flags.DEFINE_integer("m_history", 30, "I2I: last history items used as queries (
 flags.DEFINE_integer("m3", 50, "I2I: similar items per history item.")
 flags.DEFINE_float("lam_mic", 0.5, "Weight of Score_MIC (softmax of channel counts).")
 flags.DEFINE_float("lam_div", 0.2, "Weight of the greedy diversity term.")
+flags.DEFINE_enum("basic_norm", "none", ["none", "minmax"], "Score_basic as the model scores it "
+                  "(none, eq. 5 as printed) or min-max scaled to [0, 1] over each user's "
+                  "candidates (spec 4: comparable scales).")
+flags.DEFINE_enum("mic_score", "softmax", ["softmax", "max"], "Score_MIC: the softmax of the "
+                  "counts over the candidates (eq. 3 as printed) or count / largest count.")
 flags.DEFINE_enum("index_type", "flat", ["flat", "ivf", "hnsw"], "Faiss index of the datastores.")
 flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "auto (LazyAdam from "
                   "100k items, else Adam), Adam, or Adam on the touched "
@@ -86,6 +107,9 @@ flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "auto (Laz
 flags.DEFINE_boolean("jit_compile", None, "XLA-compile the update (forward, backward, "
                      "optimizer; the random draws stay outside). Default: on below 100k items "
                      "(1.1-1.5x faster on this CPU), off above; see benchmarks/README.md.")
+flags.DEFINE_enum("eval_mode", None, ["u2i", "cross_channel"], "Ranking of valid (checkpoint "
+                  "selection) and test: the model's own U2I score (ComiRec's evaluation; the "
+                  "default without MIC) or MIC's cross-channel inference (the default with MIC).")
 flags.DEFINE_boolean("evaluate_test", True, "Evaluate the test users at the end. `--noevaluate_test` "
                      "is a selection run: the test split is sealed, metrics.json holds valid only.")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (same seed, same metrics).")
@@ -127,19 +151,25 @@ def build_config(ds=None):
     mining = MiningConfig(num_positives=FLAGS.num_positives,
                           num_hard_negatives=FLAGS.num_hard_negatives, num_cross=FLAGS.num_cross,
                           num_clusters=FLAGS.num_clusters, search_k=FLAGS.mining_search_k,
-                          seed=FLAGS.seed)
+                          hard_negatives=FLAGS.hard_negatives, seed=FLAGS.seed)
     mic = MICConfig(mic_lambda=FLAGS.mic_lambda, w_uv=FLAGS.w_uv, w_vv=FLAGS.w_vv, w_uu=FLAGS.w_uu,
                     temperature=FLAGS.temperature, dropout=FLAGS.dropout, p_mask=FLAGS.p_mask,
-                    mining_every=resolved("mining_every"), mining=mining)
+                    mining_every=resolved("mining_every"), mining_start=FLAGS.mining_start,
+                    mining_on_plateau=FLAGS.mining_on_plateau, mined_weight=FLAGS.mined_weight,
+                    contrastive_start=FLAGS.contrastive_start, ramp_steps=FLAGS.ramp_steps,
+                    uu_anchor=FLAGS.uu_anchor, single_channel_heads=FLAGS.single_channel_heads,
+                    mining=mining)
     inference = InferenceConfig(k1=FLAGS.k1, m1=FLAGS.m1, m2=FLAGS.m2, m=FLAGS.m_history,
-                                m3=FLAGS.m3, lam_mic=FLAGS.lam_mic, lam_div=FLAGS.lam_div)
+                                m3=FLAGS.m3, lam_mic=FLAGS.lam_mic, lam_div=FLAGS.lam_div,
+                                basic_norm=FLAGS.basic_norm, mic_score=FLAGS.mic_score)
     return ExperimentConfig(
         inference=inference, index_type=FLAGS.index_type, mic=mic, encoder=FLAGS.encoder, plugin=FLAGS.plugin, ablation=FLAGS.ablation,
         basic_loss=FLAGS.basic_loss, embedding_dim=resolved("embedding_dim"),
         num_interests=FLAGS.num_interests, routing_iterations=FLAGS.routing_iterations,
         num_sampled=FLAGS.num_sampled, logistic_negatives=FLAGS.logistic_negatives,
         logistic_temperature=FLAGS.logistic_temperature, use_category=FLAGS.use_category,
-        use_user_features=FLAGS.use_user_features, evaluate_test=FLAGS.evaluate_test, train=train)
+        use_user_features=FLAGS.use_user_features, evaluate_test=FLAGS.evaluate_test, eval_mode=FLAGS.eval_mode,
+        train=train)
 
 
 def output_dir() -> str:

@@ -39,6 +39,7 @@ from mic_tf.training.trainer import TrainConfig, Trainer
 from mic_tf.utils.checks import boolean, check_fields, choice, integer, number
 
 PLUGINS = ("none", "mic")
+EVAL_MODES = ("u2i", "cross_channel")
 
 
 @dataclasses.dataclass
@@ -62,6 +63,15 @@ class ExperimentConfig:
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     index_type: str = "flat"
     evaluate_test: bool = True  # False: a selection run (valid only; the test split is sealed)
+    # How valid (checkpoint selection, early stopping) and test rank: "u2i" (the model's own
+    # score over the catalogue: ComiRec's evaluation) or "cross_channel" (MIC's inference,
+    # spec 4). None: "u2i" for the baseline, "cross_channel" for MIC.
+    eval_mode: str | None = None
+
+    def resolved_eval_mode(self) -> str:
+        if self.eval_mode is not None:
+            return self.eval_mode
+        return "cross_channel" if self.plugin == "mic" else "u2i"
 
     def validate(self) -> None:
         """Every field of this config and of its parts, and the combinations that cannot work.
@@ -103,6 +113,7 @@ EXPERIMENT_CHECKS = (
     integer("num_sampled", 1, optional=True), integer("logistic_negatives", 1),
     number("logistic_temperature", 0, low_open=True), boolean("use_category"),
     boolean("use_user_features"), choice("index_type", INDEX_TYPES), boolean("evaluate_test"),
+    choice("eval_mode", EVAL_MODES, optional=True),
 )
 
 
@@ -127,7 +138,10 @@ def build_model(cfg: ExperimentConfig, ds: ProcessedDataset) -> RetrievalModel:
                          w_vv=m.w_vv, w_uu=m.w_uu, temperature=m.temperature, dropout=m.dropout,
                          num_positives=m.mining.num_positives,
                          num_hard_negatives=m.mining.num_hard_negatives,
-                         num_cross=m.mining.num_cross, **common)
+                         num_cross=m.mining.num_cross, mined_weight=m.mined_weight,
+                         contrastive_start=m.contrastive_start, ramp_steps=m.ramp_steps,
+                         uu_anchor=m.uu_anchor, single_channel_heads=m.single_channel_heads,
+                         **common)
     else:
         model = RetrievalModel(*args, **common)
     model.set_item_category(ds.item_category)
@@ -142,15 +156,16 @@ def plugin_parts(cfg: ExperimentConfig, ds: ProcessedDataset, log):
     m = cfg.mic
     m.mining.seed = cfg.train.seed
     map_fn = mic_pipeline_fn(m, switches["perturbation"], cfg.train.seed, cfg.use_category)
-    callbacks = ([MiningCallback(ds, cfg.train.maxlen, m.mining_every, m.mining, log=log)]
+    callbacks = ([MiningCallback(ds, cfg.train.maxlen, m.mining_every, m.mining, log=log,
+                                 start=m.mining_start, on_plateau=m.mining_on_plateau)]
                  if switches["mining"] else [])
     return map_fn, callbacks
 
 
 def make_evaluator(cfg: ExperimentConfig, ds: ProcessedDataset):
-    """MIC evaluates through cross-channel inference (spec 4); the baseline through U2I only
-    (the trainer's default, exactly ComiRec's evaluation)."""
-    if cfg.plugin != "mic":
+    """`cross_channel`: MIC's inference (spec 4, MIC's default); `u2i`: None, the trainer's
+    default (ComiRec's evaluation, the baseline's default)."""
+    if cfg.resolved_eval_mode() == "u2i":
         return None
     inference = dataclasses.replace(cfg.inference, top_n=cfg.train.top_n)
     if cfg.ablation in ("-u2u", "-u2i", "-i2i"):
@@ -203,7 +218,13 @@ def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | P
             "steps": state.evals_done * cfg.train.eval_every,
             "best_step": (state.best_eval + 1) * cfg.train.eval_every,
             "train_seconds_this_process": round(train_seconds, 1),
-            "evaluate_test": cfg.evaluate_test}
+            "evaluate_test": cfg.evaluate_test, "eval_mode": cfg.resolved_eval_mode()}
+    # The spec's fairness rule: no arm may stop at its step cap while valid recall still rises.
+    info["stopped_at_cap_while_improving"] = (state.best_eval + 1 == state.evals_done
+                                              and info["steps"] >= cfg.train.max_steps)
+    if info["stopped_at_cap_while_improving"]:
+        log(f"warning: the best validation was the last one, at the step cap "
+            f"({cfg.train.max_steps}): raise --max_steps, the run had not converged")
     if not cfg.evaluate_test:
         write_metrics(out_dir / "metrics.json", {"valid": state.best_valid},
                       extra={"most_popular": baseline, "run": info})

@@ -74,6 +74,25 @@ def test_combinations_are_checked():
     config(plugin="mic", ablation="-u2u", inference={"k1": 0, "lam_div": -0.5}).validate()
 
 
+def test_every_config_field_has_a_check():
+    """A field added without a line in its table would go unchecked: this names it."""
+    from mic_tf.data.protocol import PROTOCOL_CHECKS, ProtocolParams
+    from mic_tf.experiment import EXPERIMENT_CHECKS
+    from mic_tf.inference.score import INFERENCE_CHECKS
+    from mic_tf.mic.mining import MINING_CHECKS
+    from mic_tf.mic.plugin import MIC_CHECKS
+    from mic_tf.training.trainer import TRAIN_CHECKS
+
+    parts = {"train", "mic", "inference", "mining"}  # nested configs, checked by their own table
+    for cls, table in ((TrainConfig, TRAIN_CHECKS), (MiningConfig, MINING_CHECKS),
+                       (MICConfig, MIC_CHECKS), (InferenceConfig, INFERENCE_CHECKS),
+                       (ExperimentConfig, EXPERIMENT_CHECKS), (ProtocolParams, PROTOCOL_CHECKS)):
+        fields = {f.name for f in dataclasses.fields(cls)} - parts
+        checked = [c.field for c in table]
+        assert len(checked) == len(set(checked)), cls
+        assert fields == set(checked), (cls.__name__, fields ^ set(checked))
+
+
 # ---------------------------------------------------------------- through experiments/run.py
 CHECK_MANY = r"""
 import json, sys
@@ -105,6 +124,9 @@ FLAG_CASES = {
     "--min_user_count=3": "--min_user_count=3 is not allowed: expected an integer >= 5",
     "--min_item_count=0": "--min_item_count=0 is not allowed",
     "--eval_every=0": "--eval_every=0 is not allowed",
+    "--plugin=mic --ramp_steps=-1": "--ramp_steps=-1 is not allowed: expected an integer >= 0",
+    "--plugin=mic --mined_weight=nan": "--mined_weight=nan is not allowed",
+    "--plugin=mic --mining_start=-5": "--mining_start=-5 is not allowed",
     "--encoder=comirec_dr": None,  # allowed
     "--plugin=mic --ablation=-mining": None,
 }

@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from mic_tf.utils.checks import INT32_MAX, check_fields, integer
+from mic_tf.utils.checks import INT32_MAX, check_fields, choice, integer
 from mic_tf.utils.vectors import drop_self
 from mic_tf.utils.vectors import l2_normalize as normalize
 
@@ -32,20 +32,11 @@ class MiningConfig:
     kmeans_iterations: int = 10
     kmeans_max_points: int = 100000  # k-means is fitted on a seeded subsample above this
     exact_limit: int = 50000
+    hard_negatives: str = "nearest"  # "nearest": the nearest other-cluster neighbours; "random"
     seed: int = 0
 
     def validate(self) -> None:
         check_fields(self, MINING_CHECKS)
-
-
-# The allowed value of every MiningConfig field; empty mined lists are not supported (a zero
-# width breaks the loss's concatenations), so the list sizes start at 1.
-MINING_CHECKS = (
-    integer("num_positives", 1), integer("num_hard_negatives", 1), integer("num_cross", 1),
-    integer("search_k", 1, flag="mining_search_k"), integer("num_clusters", 1),
-    integer("kmeans_iterations", 1), integer("kmeans_max_points", 1), integer("exact_limit", 0),
-    integer("seed", 0, INT32_MAX),
-)
 
 
 @dataclasses.dataclass
@@ -108,9 +99,25 @@ def kmeanspp_labels(x: np.ndarray, num_clusters: int, iterations: int, max_point
     return labels[:, 0]
 
 
-def hard_negatives(neighbours: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
-    """The first `count` neighbours whose cluster differs from the anchor's, `[n, count]` (-1 pad)."""
+HARD_NEGATIVE_SOURCES = ("nearest", "random")
+
+# The allowed value of every MiningConfig field; empty mined lists are not supported (a zero
+# width breaks the loss's concatenations), so the list sizes start at 1.
+MINING_CHECKS = (
+    integer("num_positives", 1), integer("num_hard_negatives", 1), integer("num_cross", 1),
+    integer("search_k", 1, flag="mining_search_k"), integer("num_clusters", 1),
+    integer("kmeans_iterations", 1), integer("kmeans_max_points", 1), integer("exact_limit", 0),
+    choice("hard_negatives", HARD_NEGATIVE_SOURCES), integer("seed", 0, INT32_MAX),
+)
+
+
+def hard_negatives(neighbours: np.ndarray, labels: np.ndarray, count: int,
+                   positives: np.ndarray | None = None) -> np.ndarray:
+    """The first `count` neighbours whose cluster differs from the anchor's and that are not one of
+    its `positives` (`[n, P]`, -1 = none), `[n, count]` (-1 pad)."""
     valid = neighbours >= 0
+    if positives is not None and positives.shape[1]:
+        valid &= ~(neighbours[:, :, None] == positives[:, None, :]).any(axis=2)
     other = valid & (labels[np.where(valid, neighbours, 0)] != labels[:, None])
     order = np.argsort(~other, axis=1, kind="stable")[:, :count]
     picked = np.take_along_axis(neighbours, order, axis=1)
@@ -120,8 +127,35 @@ def hard_negatives(neighbours: np.ndarray, labels: np.ndarray, count: int) -> np
     return picked
 
 
+def random_hard_negatives(labels: np.ndarray, count: int, positives: np.ndarray, seed: int,
+                          tries: int = 4) -> np.ndarray:
+    """`count` rows drawn uniformly from the other clusters for each row, never the row itself
+    nor one of its `positives`, `[n, count]` (-1 where too few were found, e.g. one cluster).
+
+    Vectorised rejection sampling: `tries * count` uniform draws per row, the first valid ones
+    kept (the expected share of valid draws is the share of rows outside the anchor's cluster).
+    """
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n, max(tries, 1) * count))
+    ok = (labels[draws] != labels[:, None]) & (draws != np.arange(n)[:, None])
+    if positives is not None and positives.shape[1]:
+        ok &= ~(draws[:, :, None] == positives[:, None, :]).any(axis=2)
+    # a repeated draw counts once: keep only the first occurrence in the row
+    srt = np.sort(draws, axis=1)
+    first = np.ones_like(ok)
+    order = np.argsort(draws, axis=1, kind="stable")
+    dup_sorted = np.concatenate([np.zeros((n, 1), bool), srt[:, 1:] == srt[:, :-1]], axis=1)
+    np.put_along_axis(first, order, ~dup_sorted, axis=1)
+    ok &= first
+    pick = np.argsort(~ok, axis=1, kind="stable")[:, :count]
+    out = np.take_along_axis(draws, pick, axis=1)
+    out[~np.take_along_axis(ok, pick, axis=1)] = -1
+    return out
+
+
 def _self_mining(x: np.ndarray, cfg: MiningConfig):
-    """kNN positives and other-cluster hard negatives of one population (users or items)."""
+    """kNN positives and other-cluster hard negatives (never a positive) of one population."""
     neighbours = search(x, x, max(cfg.search_k, cfg.num_positives), cfg.exact_limit, cfg.seed,
                         exclude_self=True)
     labels = kmeanspp_labels(x, cfg.num_clusters, cfg.kmeans_iterations, cfg.kmeans_max_points,
@@ -130,7 +164,13 @@ def _self_mining(x: np.ndarray, cfg: MiningConfig):
     if positives.shape[1] < cfg.num_positives:
         positives = np.pad(positives, ((0, 0), (0, cfg.num_positives - positives.shape[1])),
                            constant_values=-1)
-    return positives, hard_negatives(neighbours, labels, cfg.num_hard_negatives)
+    if cfg.hard_negatives == "random":
+        return positives, random_hard_negatives(labels, cfg.num_hard_negatives, positives,
+                                                cfg.seed)
+    if cfg.hard_negatives != "nearest":
+        raise ValueError(f"hard_negatives must be one of {HARD_NEGATIVE_SOURCES}, got "
+                         f"{cfg.hard_negatives!r}")
+    return positives, hard_negatives(neighbours, labels, cfg.num_hard_negatives, positives)
 
 
 def mine(users: np.ndarray, items: np.ndarray, users_joint: np.ndarray, items_joint: np.ndarray,

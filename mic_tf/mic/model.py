@@ -5,10 +5,17 @@ Per batch (original fields + the perturbed view fields from `perturbation.make_v
   u~ = user tower(view history, embedding dropout)   (a positive of u in L_uu)
   v  = item tower(target)                        -> anchor of L_vv, positive of u in L_uv
   v~ = item tower(view id / category) + dropout  (a positive of v in L_vv)
-Mined neighbours (refreshed every `mining_every` steps by `MiningCallback`) add positives and hard
-negatives: users from a bank of user vectors computed at mining time, items fresh from the table.
-Total (eq. 10): `lam * L_basic + (1 - lam) * (w_uv L_uv + w_vv L_vv + w_uu L_uu)`.
-Multi-interest encoders use the readout against the target as the user vector in every loss.
+Mined neighbours (refreshed every `mining_every` steps by `MiningCallback`, from its start step
+on) add positives and hard negatives: users from a bank of user vectors computed at mining time,
+items fresh from the table. No positive of an anchor is among its negatives (in-batch rows that
+are one of its mined positives are masked; mining keeps hard negatives out of the positives).
+Total (eq. 10): `lam * L_basic + (1 - lam) * r(step) * (w_uv L_uv + w_vv L_vv + w_uu L_uu)`,
+where `r` ramps the contrastive weight from 0 to 1 over `ramp_steps` after `contrastive_start`
+(r = 1 throughout by default, eq. 10 as printed).
+Multi-interest encoders use the readout against the target as the user vector of L_uv; L_uu's
+user vector is the readout too (`uu_anchor="readout"`, spec 3.3) or, by default, the renormalised
+mean of the normalised interests (`"mean"`), the representation the user bank (and U2U
+inference) holds, so that anchors, views and mined neighbours live in one space.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ ABLATIONS = {
     "-perturbation": {"perturbation": False}, "-mining": {"mining": False},
     "-u2u": {}, "-u2i": {}, "-i2i": {},
 }
+UU_ANCHORS = ("mean", "readout")
 
 
 @keras.saving.register_keras_serializable(package="mic")
@@ -77,14 +85,28 @@ class MICModel(RetrievalModel):
       temperature: tau of the InfoNCE losses (0.1).
       dropout: embedding-level dropout rate of the perturbed views (0.2).
       num_positives / num_hard_negatives / num_cross: sizes of the mined lists.
+      mined_weight: None (every positive pair alike) or the weight of the mined positives
+        against the real one (`contrastive.info_nce`).
+      contrastive_start / ramp_steps: the contrastive part is off before `contrastive_start`
+        steps, then ramps linearly to full weight over `ramp_steps` steps (0: at once).
+      uu_anchor: "mean" or "readout", the multi-interest user vector of L_uu (above).
+      single_channel_heads: L_uu / L_vv contrast in their own projection heads' space (True)
+        or directly in the encoder space (False).
     """
 
     def __init__(self, *args, num_train_users: int, ablation: str = "full",
                  mic_lambda: float = 0.7, w_uv: float = 1.0, w_vv: float = 1.0,
                  w_uu: float = 1.0, temperature: float = 0.1, dropout: float = 0.2,
                  num_positives: int = 5, num_hard_negatives: int = 5, num_cross: int = 5,
-                 **kwargs):
+                 mined_weight: float | None = None, contrastive_start: int = 0,
+                 ramp_steps: int = 0, uu_anchor: str = "mean",
+                 single_channel_heads: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        if uu_anchor not in UU_ANCHORS:
+            raise ConfigError(f"uu_anchor must be one of {UU_ANCHORS}, got {uu_anchor!r}")
+        self.mined_weight = None if mined_weight is None else float(mined_weight)
+        self.contrastive_start, self.ramp_steps = int(contrastive_start), int(ramp_steps)
+        self.uu_anchor, self.single_channel_heads = uu_anchor, bool(single_channel_heads)
         self.num_train_users = int(num_train_users)
         self.ablation = ablation
         switches = ablation_settings(ablation)
@@ -128,6 +150,9 @@ class MICModel(RetrievalModel):
                            (self.user_items, mined.user_items),
                            (self.item_users, mined.item_users)):
             var.assign(value.astype(np.int32))
+
+    def _identity_head(self, x):
+        return x
 
     def _head_space(self, head, bank, id_lists, inputs):
         """Unit vectors in `head`'s space for `inputs` (each `[B, D]` or `[B, P, D]`) and for the
@@ -183,33 +208,55 @@ class MICModel(RetrievalModel):
         view = {"history": features["history_view"],
                 "user_features": features["user_features_view"]}
         u_view = self.user_tower(view, training=True, embedding_dropout=self._dropout(seed))
-        return self.user_readout(u_view, target_emb)
+        return self._uu_vector(u_view, self.user_readout(u_view, target_emb))
 
     def _item_view(self, features, seed):
         category = features["target_category_view"] if self.use_category else None
         return self._dropout(seed)(self.item_tower(features["target_view"], category))
 
     # ---- losses ------------------------------------------------------------------------------
+    def contrastive_factor(self):
+        """r(step) of eq. 10's contrastive part: 0 before `contrastive_start`, then a linear ramp
+        to 1 over `ramp_steps` (a scalar tensor; 1.0 when neither is set)."""
+        if not self.contrastive_start and not self.ramp_steps:
+            return tf.constant(1.0)
+        step = tf.cast(self.optimizer.iterations, tf.float32) - float(self.contrastive_start)
+        if not self.ramp_steps:
+            return tf.cast(step >= 0.0, tf.float32)
+        return tf.clip_by_value(step / float(self.ramp_steps), 0.0, 1.0)
+
     def compute_losses(self, features, training=True, noise=None) -> dict:
         noise = self.draw_noise(features) if noise is None else noise
         table = self.item_table(training=training)
         targets, users_idx = features["target"], features["user"]
         target_emb = tf.gather(table, targets)
-        u = self.user_readout(self(features, training=training), target_emb)
+        interests = self(features, training=training)
+        u = self.user_readout(interests, target_emb)
         basic = self.compute_basic_loss(u, targets, table, noise)
         zero = tf.zeros([], basic.dtype)
         uu = vv = uv = zero
         if self.w_uu:
-            uu = self._user_user(features, u, users_idx, target_emb, noise.get("user_view"))
+            uu = self._user_user(features, self._uu_vector(interests, u), users_idx, target_emb,
+                                 noise.get("user_view"))
         if self.w_vv:
             vv = self._item_item(features, targets, table, noise.get("item_view"))
         if self.w_uv:
             uv = self._user_item(u, target_emb, targets, users_idx, table)
         contrast = self.w_uv * uv + self.w_vv * vv + self.w_uu * uu
-        total = self.mic_lambda * basic + (1.0 - self.mic_lambda) * contrast
+        total = (self.mic_lambda * basic
+                 + (1.0 - self.mic_lambda) * self.contrastive_factor() * contrast)
         return {"loss": total, "basic_loss": basic, "uv_loss": uv, "vv_loss": vv, "uu_loss": uu}
 
+    def _uu_vector(self, interests, readout):
+        """L_uu's user vector: the readout, or (multi-interest, `uu_anchor="mean"`) the
+        renormalised mean of the normalised interests, as the user bank stores them."""
+        if not self.user_tower.multi_interest or self.uu_anchor == "readout":
+            return readout
+        return tf.math.l2_normalize(
+            tf.reduce_mean(tf.math.l2_normalize(interests, axis=-1), axis=1), axis=-1)
+
     def _positives(self, view, mined, mined_mask):
+        """The real positive (the view, first) and the mined ones, with their validity mask."""
         parts, masks = [], []
         if view is not None:
             parts.append(view[:, None, :])
@@ -221,14 +268,15 @@ class MICModel(RetrievalModel):
 
     def _user_user(self, features, u, users_idx, target_emb, seed):
         view = self._user_view(features, target_emb, seed) if self.perturbation else None
+        head = self.user_user_head if self.single_channel_heads else self._identity_head
         return self._single_channel(u, users_idx, view, self.user_bank, self.user_pos,
-                                    self.user_hard, self.user_user_head,
-                                    contrastive.user_user_loss)
+                                    self.user_hard, head, contrastive.user_user_loss)
 
     def _item_item(self, features, targets, table, seed):
         view = self._item_view(features, seed) if self.perturbation else None
+        head = self.item_item_head if self.single_channel_heads else self._identity_head
         return self._single_channel(None, targets, view, table, self.item_pos, self.item_hard,
-                                    self.item_item_head, contrastive.item_item_loss)
+                                    head, contrastive.item_item_loss)
 
     def _single_channel(self, anchor, ids, view, bank, pos_lists, hard_lists, head, loss):
         """L_uu or L_vv: anchors (`[B, D]`, or None when they are the rows `ids` `[B]` of `bank`,
@@ -236,8 +284,10 @@ class MICModel(RetrievalModel):
         `bank` listed per id), all in `head`'s space."""
         inputs = [x for x in (anchor, view) if x is not None]
         id_lists = [ids[:, None]] if anchor is None else []
+        pos_ids = None
         if self.mining:
-            id_lists += [tf.gather(pos_lists, ids), tf.gather(hard_lists, ids)]
+            pos_ids = tf.gather(pos_lists, ids)
+            id_lists += [pos_ids, tf.gather(hard_lists, ids)]
         projected, lists = self._head_space(head, bank, id_lists, inputs)
         if anchor is None:
             (rows, _), *lists = lists
@@ -249,22 +299,30 @@ class MICModel(RetrievalModel):
             (mined, mined_mask), (hard, hard_mask) = lists
         positives, mask = self._positives(projected[0] if projected else None, mined, mined_mask)
         return loss(anchor, ids, positives, mask, self.temperature, hard, hard_mask,
-                    unit_inputs=True)
+                    unit_inputs=True, positive_ids=pos_ids, mined_weight=self.mined_weight,
+                    num_real=1 if view is not None else 0)
 
     def _user_item(self, u, v, targets, users_idx, table):
         if not self.mining:
             return contrastive.user_item_loss(self.user_head(u), self.item_head(v), targets,
                                               self.temperature)
+        mined_user_ids = tf.gather(self.item_users, targets)
+        mined_item_ids = tf.gather(self.user_items, users_idx)
         [gu], [(users, mu_mask)] = self._head_space(
-            self.user_head, self.user_bank, [tf.gather(self.item_users, targets)], [u])
+            self.user_head, self.user_bank, [mined_user_ids], [u])
         _, [(gv, _), (items, mi_mask)] = self._head_space(
-            self.item_head, table, [targets[:, None], tf.gather(self.user_items, users_idx)], [])
-        return contrastive.user_item_loss(gu, gv[:, 0], targets, self.temperature, items,
-                                          mi_mask, users, mu_mask, unit_inputs=True)
+            self.item_head, table, [targets[:, None], mined_item_ids], [])
+        return contrastive.user_item_loss(
+            gu, gv[:, 0], targets, self.temperature, items, mi_mask, users, mu_mask,
+            unit_inputs=True, user_ids=users_idx, mined_item_ids=mined_item_ids,
+            mined_user_ids=mined_user_ids, mined_weight=self.mined_weight)
 
     def get_config(self):
         return {**super().get_config(), "num_train_users": self.num_train_users,
                 "ablation": self.ablation, "mic_lambda": self.mic_lambda,
                 **self._weights_given, "temperature": self.temperature, "dropout": self.dropout,
                 "num_positives": self.num_positives,
-                "num_hard_negatives": self.num_hard_negatives, "num_cross": self.num_cross}
+                "num_hard_negatives": self.num_hard_negatives, "num_cross": self.num_cross,
+                "mined_weight": self.mined_weight, "contrastive_start": self.contrastive_start,
+                "ramp_steps": self.ramp_steps, "uu_anchor": self.uu_anchor,
+                "single_channel_heads": self.single_channel_heads}

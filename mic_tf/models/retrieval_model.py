@@ -183,6 +183,32 @@ class RetrievalModel(keras.Model):
         self.optimizer.apply(grads, self.trainable_variables)
         return self._track(values)
 
+    def shared_variables(self) -> list:
+        """The weights every loss term reaches: the item tower's table(s) and the user tower."""
+        return [*self.item_tower.trainable_variables, *self.user_tower.trainable_variables]
+
+    def term_gradient_norms(self, features) -> dict:
+        """`{term: global L2 norm of its gradient on the shared weights}` for every loss term of
+        `compute_losses` (unweighted terms; `loss` is the weighted total), on one batch. Sparse
+        table gradients are summed per row first (`tf.convert_to_tensor`), so a repeated row
+        counts once, as the optimizer sees it. For TensorBoard (the balance between terms)."""
+        if not hasattr(self, "_grad_norm_fn"):
+            self._grad_norm_fn = tf.function(self._term_gradient_norms)
+        return {k: float(v) for k, v in self._grad_norm_fn(features).items()}
+
+    def _term_gradient_norms(self, features):
+        shared = self.shared_variables()
+        noise = self.draw_noise(features)
+        with tf.GradientTape(persistent=True) as tape:
+            values = self.compute_losses(features, training=True, noise=noise)
+        out = {}
+        for name, value in values.items():
+            grads = [tf.convert_to_tensor(g) for g in tape.gradient(value, shared)
+                     if g is not None]
+            out[name] = tf.linalg.global_norm(grads) if grads else tf.zeros([])
+        del tape
+        return out
+
     def add_loss_trackers(self, names) -> None:
         """Running means shown in the progress bar and logged to TensorBoard (one per term)."""
         for name in names:

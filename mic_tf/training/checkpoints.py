@@ -30,6 +30,8 @@ class RunState:
     finished: bool = False  # training ended (early stop or max_steps)
     checkpoint: str = ""  # the latest checkpoint's path prefix
     best_valid: dict = dataclasses.field(default_factory=dict)  # metrics of the best evaluation
+    plateau_step: int = -1  # step of the first evaluation without improvement (-1: none yet)
+    mining_started_at: int = -1  # step of the first nearest-neighbour mining (MIC; -1: none yet)
 
 
 class CheckpointKeeper:

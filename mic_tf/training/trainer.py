@@ -48,6 +48,7 @@ class TrainConfig:
     eval_batch_size: int = 2048
     exclude_history: bool = False
     optimizer: str = "auto"  # "adam", "lazy_adam" (touched rows only) or "auto" (see below)
+    grad_norm_every: int = 500  # TensorBoard: each term's gradient norm on the shared weights
     verbose: int = 1
 
     def validate(self) -> None:
@@ -61,7 +62,8 @@ TRAIN_CHECKS = (
     integer("max_steps", 1), integer("eval_every", 1), integer("patience", 1),
     integer("seed", 0, INT32_MAX), choice("sampler", SAMPLERS), integer("log_every", 1),
     boolean("jit_compile"), integer("top_n", 1), integer("eval_batch_size", 1),
-    boolean("exclude_history"), choice("optimizer", OPTIMIZERS), integer("verbose", 0, 2),
+    boolean("exclude_history"), choice("optimizer", OPTIMIZERS), integer("grad_norm_every", 0),
+    integer("verbose", 0, 2),
 )
 # "auto" switches to LazyAdam from this catalogue size: below it nearly every row is touched each
 # step, so both give the same updates (and ComiRec's dense Adam stays the reference); above it
@@ -137,6 +139,8 @@ class ValidationCallback(keras.callbacks.Callback):
             t.keeper.save_best()
         else:
             state.bad_evals += 1
+            if state.plateau_step < 0:
+                state.plateau_step = step  # e.g. MIC's mining may start here
         stop = state.bad_evals >= t.config.patience or step >= t.config.max_steps
         if stop:
             state.finished = True
@@ -166,6 +170,24 @@ class LossLogger(keras.callbacks.Callback):
             with self.writer.as_default(step=step):
                 for name, value in logs.items():
                     tf.summary.scalar(f"train/{name}", float(value))
+
+
+class GradientNormLogger(keras.callbacks.Callback):
+    """Every `every` steps, writes each loss term's gradient norm on the shared weights (the item
+    table and the user tower) for a fixed probe batch, so the balance between the basic loss and
+    the contrastive terms can be watched (`grad_norm/TERM`)."""
+
+    def __init__(self, writer, every: int, batch):
+        super().__init__()
+        self.writer, self.every, self.batch = writer, every, batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0 or step == 1:
+            norms = self.model.term_gradient_norms(self.batch)
+            with self.writer.as_default(step=step):
+                for name, value in norms.items():
+                    tf.summary.scalar(f"grad_norm/{name}", value)
 
 
 class Trainer:
@@ -219,6 +241,9 @@ class Trainer:
         if state.finished:
             self.log("training already finished; evaluating the best checkpoint")
             return state
+        for callback in self.callbacks:  # plugins whose schedule depends on the run's progress
+            if hasattr(callback, "attach_state"):
+                callback.attach_state(state)
         total_evals = math.ceil(c.max_steps / c.eval_every)
         epochs_per_pass = steps_per_epoch(self.ds, c.sampler, c.batch_size)
         self.log(f"training {self.model.encoder_name}: up to {c.max_steps} steps, valid every "
@@ -228,12 +253,17 @@ class Trainer:
                        steps_per_epoch=c.eval_every, epochs=total_evals,
                        initial_epoch=state.evals_done, verbose=c.verbose,
                        callbacks=[LossLogger(self.writer, c.log_every), *self.callbacks,
-                                  ValidationCallback(self, state)])
+                                  *self._monitors(), ValidationCallback(self, state)])
         if not state.finished:  # fit ran all epochs without the callback flagging the end
             state.finished = True
             self.keeper.save(state)
         self.writer.flush()
         return state
+
+    def _monitors(self) -> list:
+        if self.config.grad_norm_every <= 0:
+            return []
+        return [GradientNormLogger(self.writer, self.config.grad_norm_every, self._first_batch)]
 
     @property
     def test(self) -> EvalSplit:

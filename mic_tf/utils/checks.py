@@ -97,8 +97,8 @@ def boolean(field, *, flag=None) -> Check:
     return Check(field, "bool", flag=flag)
 
 
-def choice(field, choices, *, flag=None) -> Check:
-    return Check(field, "choice", choices=tuple(choices), flag=flag)
+def choice(field, choices, *, optional=False, flag=None) -> Check:
+    return Check(field, "choice", optional=optional, choices=tuple(choices), flag=flag)
 
 
 def check_value(check: Check, value, owner: str = "") -> None:
