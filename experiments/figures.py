@@ -18,14 +18,17 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root replaces this script's folder on the path: experiments/select.py would
+# otherwise shadow the standard library's `select` (imported by subprocess, socket, ...).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.tables import (REPO, TRAINED_VARIANTS, cached_json,  # noqa: E402
                                 default_runs_dir, load_test_metrics, log, report_path, run_jobs,
-                                seeds_to_run, variant_dir, variant_jobs, write_csv)
+                                seeds_to_run, selected_config, variant_dir, variant_jobs,
+                                write_csv)
 
 flags.DEFINE_string("dataset", "ml-100k", "Dataset.")
 flags.DEFINE_string("encoder", "comirec_sa", "Encoder (the paper's Figure 4: ComiRec-SA).")
@@ -34,6 +37,9 @@ flags.DEFINE_string("runs_dir", None, "Runs folder, shared with table1.py / tabl
 flags.DEFINE_string("results_dir", str(REPO / "results"), "Where the figures go.")
 flags.DEFINE_boolean("quick", False, "Smoke mode: first seed only, 40 steps, 3 sweep points.")
 flags.DEFINE_list("extra_args", [], "Extra run.py flags for every run (also Table 1's).")
+flags.DEFINE_enum("arm", "mic_selected", ["mic_selected", "mic_paper"], "Which X + MIC: the "
+                  "settings selected on valid (configs/) or the paper's printed values.")
+flags.DEFINE_string("configs_dir", str(REPO / "configs"), "Where the selected settings are.")
 flags.DEFINE_list("lam_div", ["0", "0.05", "0.1", "0.2", "0.5", "1", "2"],
                   "MIC's diversity weights (Figure 4).")
 flags.DEFINE_list("coef", ["0", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "2"],
@@ -54,7 +60,7 @@ def figure4_points(runs: Path, seeds, log) -> list[dict]:
         for line, variant, grid in (("mic", "full", FLAGS.lam_div),
                                     ("baseline", "baseline", FLAGS.coef),
                                     ("baseline_mic_inference", "baseline", FLAGS.lam_div)):
-            folder = variant_dir(runs, FLAGS.encoder, variant, seed)
+            folder = variant_dir(runs, FLAGS.encoder, variant, seed, FLAGS.arm)
             loaded = {}
 
             def run():
@@ -85,7 +91,7 @@ def figure5_points(runs: Path, seeds, log) -> list[dict]:
     rows = []
     for seed in seeds:
         for variant in ("baseline",) + TRAINED_VARIANTS:
-            folder = variant_dir(runs, FLAGS.encoder, variant, seed)
+            folder = variant_dir(runs, FLAGS.encoder, variant, seed, FLAGS.arm)
             geo = cached_json(folder / "reeval" / "representation-test.json",
                               lambda: representation_metrics(load_run(folder)))
             rows.append({"setting": variant, "seed": seed, **geo,
@@ -162,7 +168,10 @@ def main(argv):
     if FLAGS.quick:
         FLAGS.lam_div, FLAGS.coef = ["0", "0.2", "1"], ["0", "0.05", "0.5"]
     runs = default_runs_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.quick)
-    jobs = variant_jobs(FLAGS.dataset, FLAGS.encoder, seeds, runs, FLAGS.quick, FLAGS.extra_args)
+    if FLAGS.arm == "mic_selected":
+        selected_config(FLAGS.dataset, FLAGS.encoder, FLAGS.configs_dir)
+    jobs = variant_jobs(FLAGS.dataset, FLAGS.encoder, seeds, runs, FLAGS.quick, FLAGS.extra_args,
+                        arm=FLAGS.arm, configs_dir=FLAGS.configs_dir)
     run_jobs(list(jobs.values()), log)
     for name, points, plot in (("figure4", figure4_points, plot_figure4),
                                ("figure5", figure5_points, plot_figure5)):

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root replaces this script's folder on the path: experiments/select.py would
+# otherwise shadow the standard library's `select` (imported by subprocess, socket, ...).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from experiments import interrupts  # noqa: E402
 
@@ -25,7 +27,7 @@ interrupts.install(RESUME)
 
 from absl import app, flags, logging  # noqa: E402
 
-from experiments import common_flags, defaults  # noqa: E402
+from experiments import common_flags, defaults, flagfiles  # noqa: E402
 from mic_tf.data.pipeline import SAMPLERS  # noqa: E402
 from mic_tf.errors import MicError  # noqa: E402
 from mic_tf.models.encoders import ENCODERS  # noqa: E402
@@ -107,6 +109,13 @@ flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "auto (Laz
 flags.DEFINE_boolean("jit_compile", None, "XLA-compile the update (forward, backward, "
                      "optimizer; the random draws stay outside). Default: on below 100k items "
                      "(1.1-1.5x faster on this CPU), off above; see benchmarks/README.md.")
+flags.DEFINE_enum("mic_preset", "selected", ["selected", "paper"], "With --plugin=mic: "
+                  "`selected` takes every MIC flag not given on the command line from "
+                  "configs/mic_DATASET_ENCODER.flags (chosen on validation by "
+                  "experiments/select.py; the paper's values when there is none), `paper` "
+                  "keeps the paper's printed values (the flag defaults).")
+flags.DEFINE_string("configs_dir", str(flagfiles.CONFIGS), "Where --mic_preset=selected looks "
+                    "for mic_DATASET_ENCODER.flags.")
 flags.DEFINE_enum("eval_mode", None, ["u2i", "cross_channel"], "Ranking of valid (checkpoint "
                   "selection) and test: the model's own U2I score (ComiRec's evaluation; the "
                   "default without MIC) or MIC's cross-channel inference (the default with MIC).")
@@ -116,6 +125,22 @@ flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (same seed
 flags.DEFINE_integer("verbose", None, "Keras progress: 1 bar, 2 one line per period "
                      "(default: 1 on a terminal, else 2).")
 FLAGS = flags.FLAGS
+
+
+def apply_mic_preset() -> str:
+    """Applies the selected MIC settings (spec 3.3: the defaults are the values selected on
+    validation); returns what was used, for flags.json."""
+    if FLAGS.plugin != "mic" or FLAGS.mic_preset == "paper":
+        return "paper"
+    path = flagfiles.selected_config(FLAGS.dataset, FLAGS.encoder, FLAGS.configs_dir)
+    if not path.exists():
+        logging.warning("no selected MIC settings in %s: using the paper's printed values "
+                        "(run experiments/select.py to choose them on validation)", path)
+        return "paper (no selected config)"
+    applied = flagfiles.apply_defaults(FLAGS, flagfiles.read_flagfile(path))
+    print(f"MIC settings from {path}: {', '.join(applied) or 'none (all given)'}",
+          file=sys.stderr)
+    return str(path)
 
 
 def resolved(name):
@@ -259,12 +284,14 @@ def main(argv):
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
     try:
+        preset = apply_mic_preset()  # before the checks: a preset's values are checked too
         check_flags()
         ds = common_flags.prepare_from_flags(FLAGS)
         cfg = build_config(ds)
         cfg.validate_for(ds)
         out_dir = output_dir()
         values = resolved_flags(cfg, out_dir, ds)
+        values["mic_preset_used"] = preset
         check_same_run(out_dir, values)
         atomic_write_json(os.path.join(out_dir, "flags.json"), values)
         result = run_experiment(cfg, ds, out_dir)

@@ -1,100 +1,183 @@
-"""Table 1 of the paper: every encoder X vs X + MIC, over several seeds, with paired tests.
+"""Table 1 of the paper: every encoder X against X + MIC, over several seeds, with paired tests.
 
-    python experiments/table1.py                       # ml-100k, 4 encoders x {none, mic} x 5 seeds
-    python experiments/table1.py --quick               # one seed, a few steps (the test suite's smoke)
-    python experiments/table1.py --dataset=ml-1m --seeds=0,1,2
+    python experiments/table1.py --dataset=ml-1m         # X, X + MIC (paper's values), X + MIC (selected)
+    python experiments/table1.py --dataset=ml-100k --arms=none,mic_selected
+    python experiments/table1.py --arms=none             # the baselines only (see baselines.py)
+    python experiments/table1.py --quick                 # one seed, a few steps (smoke)
 
 A seed changes the model initialisation *and* the 80/10/10 user split (`--split_seed=1230+seed`),
-so the spread covers both. Finished runs (their metrics.json exists) are skipped, so an
-interrupted table resumes. Writes results/table1_DATASET.{csv,md}: the CSV in long form
-(encoder, plugin, metric, mean, std, n), the Markdown laid out like the paper's Table 1 with the
-relative gain of X + MIC over X and a paired t-test over seeds per cell.
+so the spread covers both. The arms (`tables.ARMS`): X (`--plugin=none`), X + MIC with the
+paper's printed values (`--mic_preset=paper`) and X + MIC with the settings selected on the
+validation split by `experiments/select.py` (`configs/mic_DATASET_ENCODER.flags`, selection seeds
+disjoint from these). Every run is then evaluated both ways (spec 5): U2I with the model's own
+score, and MIC's cross-channel inference (X's checkpoints with the selected inference settings,
+so that X and X + MIC share the inference), which separates what MIC's training does from what
+its inference does. Finished runs and re-evaluations are skipped, so an interrupted table
+resumes. Writes results/table1_DATASET.{csv,md}: the CSV in long form (encoder, arm, way,
+metric, mean, std, n), the Markdown one table per way, with the relative gain of each MIC arm
+over X and a two-sided paired t-test over seeds, beside the paper's ML-1M values.
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root replaces this script's folder on the path: experiments/select.py would
+# otherwise shadow the standard library's `select` (imported by subprocess, socket, ...).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 
-from experiments.tables import (QUICK_ARGS, REPO, default_runs_dir, fmt,  # noqa: E402
-                                load_test_metrics, log, metric_names, paired_test, report_path,
-                                run_jobs, seed_args, seeds_to_run, summarise, write_csv)
+from experiments.flagfiles import read_flagfile  # noqa: E402
+from experiments.tables import (ARM_NAMES, ARMS, QUICK_ARGS, REPO, arm_args,  # noqa: E402
+                                arm_dir, both_ways, default_runs_dir, fmt, log, metric_names,
+                                paired_test, report_path, run_jobs, seed_args, seeds_to_run,
+                                selected_config, summarise, write_csv)
 
 flags.DEFINE_string("dataset", "ml-100k", "Dataset.")
 flags.DEFINE_list("encoders", ["youtube_dnn", "gru4rec", "comirec_dr", "comirec_sa"], "Encoders.")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (each also moves the user split).")
+flags.DEFINE_list("arms", None, "Arms among none, mic_paper, mic_selected (default: all three on "
+                  "ml-1m, none and mic_selected elsewhere).")
 flags.DEFINE_string("runs_dir", None, "Where the runs go (default runs/table1/DATASET).")
 flags.DEFINE_string("results_dir", str(REPO / "results"), "Where the tables go.")
+flags.DEFINE_string("configs_dir", str(REPO / "configs"), "Where the selected settings are.")
 flags.DEFINE_boolean("quick", False, "Smoke mode: first seed only, 40 steps, valid every 20.")
 flags.DEFINE_list("extra_args", [], "Extra run.py flags for every run, e.g. --basic_loss=logistic.")
-flags.DEFINE_list("plugins", ["none", "mic"], "Arms to run (`--plugins=none`: the baselines only; "
-                  "experiments/baselines.py adds MostPopular and item-CF beside them).")
+flags.DEFINE_list("plugins", None, "Deprecated spelling of --arms: none -> none, mic -> "
+                  "mic_selected.")
 FLAGS = flags.FLAGS
 
-PLUGINS = ("none", "mic")
-SHOWN = ("recall", "ndcg", "hit_rate")
+WAYS = {"u2i": "U2I with the model's own score (ComiRec's evaluation)",
+        "cross_channel": "MIC's cross-channel inference (U2I + U2U + I2I, eq. 3-5)"}
+SHOWN = ("recall@20", "recall@50", "hit_rate@20", "hit_rate@50", "ndcg@50", "diversity@50")
+# The MIC paper's Table 1, Movielens rows, in % (X, then X + MIC). ComiRec: DR or SA unsaid.
+PAPER_ML1M = {
+    "youtube_dnn": ({"recall@20": 12.251, "recall@50": 23.028, "hit_rate@20": 71.688,
+                     "hit_rate@50": 87.245},
+                    {"recall@20": 12.508, "recall@50": 23.875, "hit_rate@20": 73.841,
+                     "hit_rate@50": 88.907}),
+    "gru4rec": ({"recall@20": 12.993, "recall@50": 24.447, "hit_rate@20": 72.344,
+                 "hit_rate@50": 89.705},
+                {"recall@20": 13.012, "recall@50": 25.003, "hit_rate@20": 74.308,
+                 "hit_rate@50": 90.111}),
+    "comirec": ({"recall@20": 13.001, "recall@50": 25.043, "hit_rate@20": 73.772,
+                 "hit_rate@50": 90.138},
+                {"recall@20": 13.322, "recall@50": 25.927, "hit_rate@20": 76.551,
+                 "hit_rate@50": 91.391}),
+}
+PAPER_ROW = {"youtube_dnn": "youtube_dnn", "gru4rec": "gru4rec", "comirec_dr": "comirec",
+             "comirec_sa": "comirec"}
 
 
-def run_grid(log) -> dict:
+def arms() -> list[str]:
+    if FLAGS.arms:
+        chosen = FLAGS.arms
+    elif FLAGS.plugins:
+        chosen = [{"none": "none", "mic": "mic_selected"}[p] for p in FLAGS.plugins]
+    else:
+        chosen = (["none", "mic_paper", "mic_selected"] if FLAGS.dataset == "ml-1m"
+                  else ["none", "mic_selected"])
+    unknown = [a for a in chosen if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"error: unknown arm(s) {unknown}; choose among {list(ARMS)}")
+    return [a for a in ARMS if a in chosen]
+
+
+def cross_flags(encoder: str) -> dict | None:
+    """The inference flags X's checkpoints are evaluated with: the selected ones if any."""
+    from experiments.flagfiles import selected_config as path_of
+
+    path = path_of(FLAGS.dataset, encoder, FLAGS.configs_dir)
+    if not path.exists():
+        return None
+    values = read_flagfile(path)
+    keep = ("k1", "m1", "m2", "m_history", "m3", "lam_mic", "lam_div", "basic_norm", "mic_score")
+    return {k: values[k] for k in keep if k in values}
+
+
+def run_grid(chosen: list[str]) -> dict:
     seeds = seeds_to_run(FLAGS.seeds, FLAGS.quick)
     runs = default_runs_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.quick)
+    if "mic_selected" in chosen:
+        for encoder in FLAGS.encoders:
+            selected_config(FLAGS.dataset, encoder, FLAGS.configs_dir)
     jobs = {}
     for seed in seeds:
         for encoder in FLAGS.encoders:
-            for plugin in FLAGS.plugins:
+            for arm in chosen:
                 args = [*seed_args(FLAGS.dataset, seed), f"--encoder={encoder}",
-                        f"--plugin={plugin}", *FLAGS.extra_args]
-                jobs[encoder, plugin, seed] = (args + (QUICK_ARGS if FLAGS.quick else []),
-                                               runs / f"{encoder}-{plugin}-s{seed}")
+                        *arm_args(arm, FLAGS.configs_dir), *FLAGS.extra_args]
+                jobs[encoder, arm, seed] = (args + (QUICK_ARGS if FLAGS.quick else []),
+                                            arm_dir(runs, encoder, arm, seed))
     run_jobs(list(jobs.values()), log)
-    return {key: load_test_metrics(out) for key, (_, out) in jobs.items()}
+    results = {}
+    for (encoder, arm, seed), (_, out) in jobs.items():
+        log(f"evaluating {out.name} both ways")
+        ways = both_ways(out, cross_flags(encoder) if arm == "none" else None)
+        for way, metrics in ways.items():
+            results[encoder, arm, way, seed] = metrics
+    return results
 
 
-def write_tables(results: dict, path_csv, path_md) -> None:
-    seeds = sorted({s for _, _, s in results})
+def gain_cell(base: list[float], other: list[float]) -> str:
+    gain = (sum(other) - sum(base)) / max(sum(base), 1e-12) * 100
+    p = paired_test(base, other)
+    return f"{gain:+.1f}% (p={p:.3f})" if p == p else f"{gain:+.1f}%"
+
+
+def write_tables(results: dict, chosen: list[str], path_csv, path_md) -> None:
+    seeds = sorted({k[3] for k in results})
     encoders = [e for e in FLAGS.encoders if any(k[0] == e for k in results)]
-    plugins = [p for p in PLUGINS if p in FLAGS.plugins]
     rows = []
     for encoder in encoders:
-        for plugin in plugins:
-            for metric in metric_names():
-                mean, std, n = summarise([results[encoder, plugin, s][metric] for s in seeds])
-                rows.append({"encoder": encoder, "plugin": plugin, "metric": metric,
-                             "mean": mean, "std": std, "n": n})
+        for arm in chosen:
+            for way in WAYS:
+                for metric in metric_names():
+                    mean, std, n = summarise([results[encoder, arm, way, s][metric]
+                                              for s in seeds])
+                    rows.append({"encoder": encoder, "arm": arm, "way": way, "metric": metric,
+                                 "mean": mean, "std": std, "n": n})
     write_csv(rows, path_csv)
-    cols = [f"{m}@{k}" for k in (20, 50) for m in SHOWN] + ["diversity@50"]
-    lines = [f"# Table 1 on {FLAGS.dataset}: X vs X + MIC (test split, %, mean ± std over "
-             f"{len(seeds)} seed(s): {', '.join(map(str, seeds))})", "",
-             "NDCG is the standard NDCG (`ndcg`); run.py's defaults (sampled softmax) plus "
-             f"`{' '.join(FLAGS.extra_args) or 'no extra flags'}` for every row. Gain = relative "
-             "change of the mean; p = two-sided paired t-test over seeds (same seed = same split "
-             "and initialisation for X and X + MIC).", "",
-             "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for encoder in encoders:
-        for plugin in plugins:
-            name = encoder + (" + MIC" if plugin == "mic" else "")
-            cells = [fmt(*summarise([results[encoder, plugin, s][c] for s in seeds])[:2])
-                     for c in cols]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        if len(plugins) < 2:
-            continue
-        gains = []
-        for c in cols:
-            base = [results[encoder, "none", s][c] for s in seeds]
-            mic = [results[encoder, "mic", s][c] for s in seeds]
-            gain = (sum(mic) - sum(base)) / max(sum(base), 1e-12) * 100
-            p = paired_test(base, mic)
-            gains.append(f"{gain:+.1f}% (p={p:.3f})" if p == p else f"{gain:+.1f}%")
-        lines.append("| gain | " + " | ".join(gains) + " |")
+    lines = [f"# Table 1 on {FLAGS.dataset} (test split, %, mean ± std over {len(seeds)} "
+             f"seed(s): {', '.join(map(str, seeds))})", "",
+             "Arms: " + "; ".join(f"{ARM_NAMES[a]} (`{' '.join(ARMS[a][1])}`)" for a in chosen)
+             + f". Extra run.py flags for every run: `{' '.join(FLAGS.extra_args) or 'none'}`. "
+             "NDCG is the standard NDCG (`ndcg`). Gain = relative change of the mean over X in "
+             "the same way; p = two-sided paired t-test over seeds (same seed = same split and "
+             "initialisation). Each run's checkpoint is the one its own evaluation selected on "
+             "valid recall@50; the other way re-evaluates that checkpoint."]
+    for way, title in WAYS.items():
+        lines += ["", f"## {title}", "", "| model | " + " | ".join(SHOWN) + " |",
+                  "|---|" + "---|" * len(SHOWN)]
+        for encoder in encoders:
+            for arm in chosen:
+                cells = [fmt(*summarise([results[encoder, arm, way, s][c] for s in seeds])[:2])
+                         for c in SHOWN]
+                lines.append(f"| {encoder} — {ARM_NAMES[arm]} | " + " | ".join(cells) + " |")
+            for arm in chosen:
+                if arm == "none" or "none" not in chosen:
+                    continue
+                cells = [gain_cell([results[encoder, "none", way, s][c] for s in seeds],
+                                   [results[encoder, arm, way, s][c] for s in seeds])
+                         for c in SHOWN]
+                lines.append(f"| gain of {ARM_NAMES[arm]} | " + " | ".join(cells) + " |")
+    if FLAGS.dataset == "ml-1m":
+        lines += ["", "## The paper's Table 1, Movielens (%)", "",
+                  "| encoder | X R@20 / R@50 / HR@20 / HR@50 | X + MIC R@20 / R@50 / HR@20 / HR@50 |",
+                  "|---|---|---|"]
+        for encoder in encoders:
+            x, mic = PAPER_ML1M[PAPER_ROW[encoder]]
+            cell = lambda d: " / ".join(f"{d[m]:.2f}" for m in  # noqa: E731
+                                        ("recall@20", "recall@50", "hit_rate@20", "hit_rate@50"))
+            lines.append(f"| {encoder} | {cell(x)} | {cell(mic)} |")
     path_md.write_text("\n".join(lines) + "\n")
 
 
 def main(argv):
     del argv
+    chosen = arms()
     path = lambda ext: report_path(FLAGS.results_dir, "table1", FLAGS.dataset, FLAGS.quick, ext)  # noqa: E731
-    write_tables(run_grid(log), path("csv"), path("md"))
+    write_tables(run_grid(chosen), chosen, path("csv"), path("md"))
     print(path("md"))
 
 

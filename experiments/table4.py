@@ -17,14 +17,16 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root replaces this script's folder on the path: experiments/select.py would
+# otherwise shadow the standard library's `select` (imported by subprocess, socket, ...).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 
 from experiments.tables import (REPO, TRAINED_VARIANTS, cached_json,  # noqa: E402
                                 default_runs_dir, fmt, load_test_metrics, log, paired_test,
-                                report_path, run_jobs, seeds_to_run, summarise, variant_dir,
-                                variant_jobs, write_csv)
+                                report_path, run_jobs, seeds_to_run, selected_config,
+                                summarise, variant_dir, variant_jobs, write_csv)
 
 flags.DEFINE_string("dataset", "ml-100k", "Dataset.")
 flags.DEFINE_string("encoder", "comirec_sa", "Encoder (the paper: ComiRec).")
@@ -34,6 +36,9 @@ flags.DEFINE_string("runs_dir", None, "Runs folder, shared with table1.py (defau
 flags.DEFINE_string("results_dir", str(REPO / "results"), "Where the tables go.")
 flags.DEFINE_boolean("quick", False, "Smoke mode: first seed only, 40 steps, valid every 20.")
 flags.DEFINE_list("extra_args", [], "Extra run.py flags for every run (also Table 1's).")
+flags.DEFINE_enum("arm", "mic_selected", ["mic_selected", "mic_paper"], "Which X + MIC: the "
+                  "settings selected on valid (configs/) or the paper's printed values.")
+flags.DEFINE_string("configs_dir", str(REPO / "configs"), "Where the selected settings are.")
 FLAGS = flags.FLAGS
 
 TRAINED = TRAINED_VARIANTS
@@ -57,12 +62,14 @@ def inference_ablation(full_dir: Path, variant: str) -> dict:
 def run_grid(log) -> dict:
     seeds = seeds_to_run(FLAGS.seeds, FLAGS.quick)
     runs = default_runs_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.quick)
+    if FLAGS.arm == "mic_selected":
+        selected_config(FLAGS.dataset, FLAGS.encoder, FLAGS.configs_dir)
     jobs = variant_jobs(FLAGS.dataset, FLAGS.encoder, seeds, runs, FLAGS.quick,
-                        FLAGS.extra_args)
+                        FLAGS.extra_args, arm=FLAGS.arm, configs_dir=FLAGS.configs_dir)
     run_jobs(list(jobs.values()), log)
     results = {key: load_test_metrics(out) for key, (_, out) in jobs.items()}
     for seed in seeds:
-        full = variant_dir(runs, FLAGS.encoder, "full", seed)
+        full = variant_dir(runs, FLAGS.encoder, "full", seed, FLAGS.arm)
         for variant in INFERENCE:
             log(f"re-evaluating {full} with {variant}")
             results[variant, seed] = inference_ablation(full, variant)

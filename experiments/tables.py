@@ -3,9 +3,11 @@ aggregate their metrics.json files into long-form statistics with paired signifi
 
 from __future__ import annotations
 
-import json
 import csv
+import dataclasses
 import fcntl
+import hashlib
+import json
 import math
 import os
 import subprocess
@@ -61,6 +63,42 @@ def run_jobs(jobs: list[tuple[list[str], Path]], log) -> None:
 
 QUICK_ARGS = ["--max_steps=40", "--eval_every=20", "--mining_every=20", "--batch_size=64"]
 
+# The arms of the reports: (run-folder tag, run.py flags). `mic_selected` uses the settings
+# chosen on validation by experiments/select.py (configs/mic_DATASET_ENCODER.flags), `mic_paper`
+# the paper's printed values.
+ARMS = {
+    "none": ("none", ["--plugin=none"]),
+    "mic_paper": ("mic-paper", ["--plugin=mic", "--mic_preset=paper"]),
+    "mic_selected": ("mic-sel", ["--plugin=mic", "--mic_preset=selected"]),
+}
+ARM_NAMES = {"none": "X", "mic_paper": "X + MIC (paper's values)",
+             "mic_selected": "X + MIC (selected on valid)"}
+
+
+def selected_config(dataset: str, encoder: str, configs_dir) -> Path:
+    """The flagfile of the selected settings; exits with the command that makes it if missing."""
+    from experiments.flagfiles import selected_config as path_of
+
+    path = path_of(dataset, encoder, configs_dir)
+    if not path.exists():
+        raise SystemExit(f"error: no selected MIC settings for {dataset} / {encoder} ({path}); "
+                         f"run `python experiments/select.py --dataset={dataset} "
+                         f"--encoder={encoder}` first, or leave the mic_selected arm out")
+    return path
+
+
+def arm_args(arm: str, configs_dir) -> list[str]:
+    """run.py flags of an arm (`--configs_dir` for the selected one)."""
+    extra = [f"--configs_dir={configs_dir}"] if arm == "mic_selected" else []
+    return [*ARMS[arm][1], *extra]
+
+
+def arm_dir(runs: Path, encoder: str, arm: str, seed: int, variant: str = "full") -> Path:
+    """`ENC-none-sS`, `ENC-mic-paper-sS`, `ENC-mic-sel-sS`; a training ablation such as `-uu`
+    of an arm: `ENC-mic-sel-uu-sS`."""
+    suffix = "" if variant == "full" else variant
+    return runs / f"{encoder}-{ARMS[arm][0]}{suffix}-s{seed}"
+
 
 def seed_args(dataset: str, seed: int) -> list[str]:
     """run.py flags of one seed: it moves both the initialisation and the user split."""
@@ -92,27 +130,85 @@ def cached_json(path: Path, compute) -> dict:
 TRAINED_VARIANTS = ("full", "-uu", "-ui", "-ii", "-perturbation", "-mining")
 
 
-def variant_dir(runs: Path, encoder: str, variant: str, seed: int) -> Path:
-    """`baseline` = Table 1's `ENC-none-sS`, `full` = its `ENC-mic-sS`, a training ablation such
-    as `-uu` = `ENC-mic-uu-sS`."""
+def variant_dir(runs: Path, encoder: str, variant: str, seed: int,
+                arm: str = "mic_selected") -> Path:
+    """`baseline` = Table 1's X run, `full` = its run of `arm`, an ablation such as `-uu` = that
+    arm's run with the ablation (see `arm_dir`)."""
     if variant == "baseline":
-        return runs / f"{encoder}-none-s{seed}"
-    return runs / f"{encoder}-mic{'' if variant == 'full' else variant}-s{seed}"
+        return arm_dir(runs, encoder, "none", seed)
+    return arm_dir(runs, encoder, arm, seed, variant)
 
 
 def variant_jobs(dataset: str, encoder: str, seeds, runs: Path, quick: bool, extra_args,
-                 variants=("baseline",) + TRAINED_VARIANTS) -> dict:
+                 variants=("baseline",) + TRAINED_VARIANTS, arm: str = "mic_selected",
+                 configs_dir=None) -> dict:
     """{(variant, seed): (run.py args, run dir)} of the trained variants of Table 4 / Figure 5."""
     jobs = {}
     for seed in seeds:
         for variant in variants:
+            this_arm = "none" if variant == "baseline" else arm
             args = [*seed_args(dataset, seed), f"--encoder={encoder}",
-                    f"--plugin={'none' if variant == 'baseline' else 'mic'}", *extra_args]
+                    *arm_args(this_arm, configs_dir), *extra_args]
             if variant not in ("baseline", "full"):
                 args.append(f"--ablation={variant}")
             jobs[variant, seed] = (args + (QUICK_ARGS if quick else []),
-                                   variant_dir(runs, encoder, variant, seed))
+                                   variant_dir(runs, encoder, variant, seed, arm))
     return jobs
+
+
+def both_ways(run_dir: Path, cross_flags: dict | None = None) -> dict:
+    """A finished run's test metrics ranked both ways (spec 5): `u2i` (the model's own score over
+    the catalogue) and `cross_channel` (MIC's inference). The run's own way is its metrics.json;
+    the other is a re-evaluation of the same best checkpoint, cached in `reeval/`.
+
+    Args:
+      run_dir: the run.
+      cross_flags: inference flags (`lam_mic`, `m1`, ...; run.py names) for the cross-channel
+        way of a run that was not evaluated that way (X runs: the selected MIC settings, so X
+        and X + MIC share the inference); None: the run's own inference settings.
+    """
+    from mic_tf.evaluation.checkpoint import evaluate_cross_channel, evaluate_u2i, load_run
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    own = metrics["run"].get("eval_mode") or ("cross_channel" if metrics["run"]["plugin"] == "mic"
+                                              else "u2i")
+    out = {own: metrics["test"]}
+    if own != "u2i":
+        out["u2i"] = cached_json(run_dir / "reeval" / "test-u2i.json",
+                                 lambda: evaluate_u2i(load_run(run_dir)))
+    if own != "cross_channel" or cross_flags:
+        def compute():
+            run = load_run(run_dir)
+            base = dataclasses.asdict(run.config.inference)
+            base.update(inference_fields(cross_flags or {}))
+            return evaluate_cross_channel(run, InferenceConfig(**{**base, "top_n":
+                                                                   run.config.train.top_n}))
+        from mic_tf.inference.score import InferenceConfig
+        key = hashlib.sha256(json.dumps(cross_flags or {}, sort_keys=True).encode()).hexdigest()
+        name = "test-cross_channel.json" if not cross_flags else f"test-cross-{key[:10]}.json"
+        out["cross_channel"] = cached_json(run_dir / "reeval" / name, compute)
+    return out
+
+
+# run.py's inference flags -> InferenceConfig fields
+INFERENCE_FIELDS = {"k1": "k1", "m1": "m1", "m2": "m2", "m_history": "m", "m3": "m3",
+                    "lam_mic": "lam_mic", "lam_div": "lam_div", "basic_norm": "basic_norm",
+                    "mic_score": "mic_score"}
+
+
+def inference_fields(flag_values: dict) -> dict:
+    """The InferenceConfig fields of a dict of run.py flag values (strings from a flagfile)."""
+    out = {}
+    for flag, field in INFERENCE_FIELDS.items():
+        if flag in flag_values:
+            value = flag_values[flag]
+            if field in ("basic_norm", "mic_score"):
+                out[field] = str(value)
+            elif field in ("lam_mic", "lam_div"):
+                out[field] = float(value)
+            else:
+                out[field] = None if value in (None, "None") else int(value)
+    return out
 
 
 def log(msg: str) -> None:

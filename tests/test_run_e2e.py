@@ -140,7 +140,7 @@ def test_mic_run_evaluates_through_cross_channel_inference(tmp_path, data_dir, m
                                                            ablation):
     args = ["--dataset=ml-100k", "--encoder=comirec_sa", "--plugin=mic", f"--ablation={ablation}",
             "--batch_size=64", "--embedding_dim=16", "--max_steps=40", "--eval_every=20",
-            "--mining_every=20", "--verbose=2"]
+            "--mining_every=20", "--verbose=2", "--mic_preset=paper"]
     result = run(args, tmp_path / "mic", data_dir, ml100k_raw_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mined neighbours of 754 users and 1349 items" in result.stderr
@@ -154,6 +154,29 @@ def test_mic_run_evaluates_through_cross_channel_inference(tmp_path, data_dir, m
     recs = [json.loads(line) for line in (tmp_path / "mic" / "recommendations.jsonl")
             .read_text().splitlines()]
     assert len(recs) == 95 and all(len(r["items"]) == 50 for r in recs)
+
+
+def test_selected_mic_preset_fills_unset_flags_only(tmp_path, data_dir, ml100k_raw_dir):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "mic_ml-100k_youtube_dnn.flags").write_text(
+        "# chosen on validation\n--w_uv=0.05\n--lam_mic=0.1\n--mining_on_plateau\n"
+        "--eval_mode=u2i\n")
+    base = ["--dataset=ml-100k", "--encoder=youtube_dnn", "--plugin=mic", "--batch_size=64",
+            "--embedding_dim=8", "--max_steps=20", "--eval_every=20", "--verbose=2",
+            f"--configs_dir={configs}", "--noevaluate_test"]
+    result = run(base + ["--w_uv=0.5"], tmp_path / "sel", data_dir, ml100k_raw_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    flags = json.loads((tmp_path / "sel" / "flags.json").read_text())
+    assert flags["w_uv"] == 0.5  # given on the command line: wins
+    assert flags["inference_lam_mic"] == 0.1 and flags["mining_on_plateau"] is True
+    assert flags["eval_mode"] == "u2i"
+    assert flags["mic_preset_used"] == str(configs / "mic_ml-100k_youtube_dnn.flags")
+    result = run(base + ["--mic_preset=paper"], tmp_path / "paper", data_dir, ml100k_raw_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    flags = json.loads((tmp_path / "paper" / "flags.json").read_text())
+    assert flags["w_uv"] == 1.0 and flags["inference_lam_mic"] == 0.5
+    assert flags["mining_on_plateau"] is False and flags["mic_preset_used"] == "paper"
 
 
 # ------------------------------------------------- a run's identity includes its data (issue 15)

@@ -8,25 +8,56 @@ import sys
 from tests.conftest import REPO
 
 
+SELECTED = ("# a test's stand-in for experiments/select.py's output\n--w_uv=0.1\n--w_vv=0.1\n"
+            "--w_uu=0.1\n--mining_on_plateau\n--lam_mic=0.25\n--lam_div=0.2\n"
+            "--eval_mode=cross_channel\n")
+
+
+def selected_configs(folder, *encoders):
+    folder.mkdir(parents=True, exist_ok=True)
+    for encoder in encoders:
+        (folder / f"mic_ml-100k_{encoder}.flags").write_text(SELECTED)
+    return folder
+
+
 def test_table1_quick_smoke(tmp_path, ml100k_raw_dir):
+    configs = selected_configs(tmp_path / "configs", "youtube_dnn")
     cmd = [sys.executable, str(REPO / "experiments" / "table1.py"), "--quick",
            "--encoders=youtube_dnn", f"--results_dir={tmp_path / 'results'}",
-           f"--runs_dir={tmp_path / 'runs'}", f"--extra_args=--raw_dir={ml100k_raw_dir}"]
+           f"--runs_dir={tmp_path / 'runs'}", f"--configs_dir={configs}",
+           f"--extra_args=--raw_dir={ml100k_raw_dir}"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "results" / "table1_ml-100k-quick.csv")))
-    assert {r["plugin"] for r in rows} == {"none", "mic"} and len(rows) == 2 * 8
+    assert {r["arm"] for r in rows} == {"none", "mic_selected"} and len(rows) == 2 * 2 * 8
+    assert {r["way"] for r in rows} == {"u2i", "cross_channel"}
     assert all(0 <= float(r["mean"]) <= 1 and r["n"] == "1" for r in rows)
+    runs = tmp_path / "runs-quick"
+    x = json.loads((runs / "youtube_dnn-none-s0" / "metrics.json").read_text())
+    mic = json.loads((runs / "youtube_dnn-mic-sel-s0" / "metrics.json").read_text())
+    flags = json.loads((runs / "youtube_dnn-mic-sel-s0" / "flags.json").read_text())
+    assert flags["w_uv"] == 0.1 and flags["inference_lam_mic"] == 0.25  # the selected settings
+    cell = {(r["arm"], r["way"], r["metric"]): float(r["mean"]) for r in rows}
+    assert cell["none", "u2i", "recall@50"] == x["test"]["recall@50"]  # each run's own way
+    assert cell["mic_selected", "cross_channel", "recall@50"] == mic["test"]["recall@50"]
+    # the other way is a cached re-evaluation of the same checkpoint
+    assert (runs / "youtube_dnn-mic-sel-s0" / "reeval" / "test-u2i.json").exists()
+    assert [p.name for p in (runs / "youtube_dnn-none-s0" / "reeval").iterdir()][0].startswith(
+        "test-cross-")  # X with the selected inference settings
     md = (tmp_path / "results" / "table1_ml-100k-quick.md").read_text()
-    assert "| youtube_dnn + MIC |" in md and "| gain |" in md
+    assert "gain of X + MIC (selected on valid)" in md and "## MIC's cross-channel" in md
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "running:" not in again.stderr  # finished runs skipped
+    no_config = subprocess.run(cmd[:-2] + [f"--configs_dir={tmp_path / 'none'}", cmd[-1]],
+                               capture_output=True, text=True, timeout=600)
+    assert no_config.returncode != 0 and "experiments/select.py" in no_config.stderr
 
 
 def test_table4_and_figures_quick_smoke(tmp_path, ml100k_raw_dir):
     """Table 4's nine variants (six trained, three re-evaluated) and both figures, sharing runs."""
+    configs = selected_configs(tmp_path / "configs", "comirec_sa")
     common = [f"--results_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'runs'}",
-              f"--extra_args=--raw_dir={ml100k_raw_dir}", "--quick"]
+              f"--extra_args=--raw_dir={ml100k_raw_dir}", "--quick", f"--configs_dir={configs}"]
     t4 = subprocess.run([sys.executable, str(REPO / "experiments" / "table4.py"), *common],
                         capture_output=True, text=True, timeout=900)
     assert t4.returncode == 0, t4.stderr[-3000:]
@@ -36,7 +67,7 @@ def test_table4_and_figures_quick_smoke(tmp_path, ml100k_raw_dir):
     assert [r["variant"] for r in rows[::4]] == variants
     assert all(0 <= float(r["mean"]) <= 1 and r["n"] == "1" for r in rows)
     full = {r["metric"]: float(r["mean"]) for r in rows if r["variant"] == "full"}
-    run_full = tmp_path / "runs-quick" / "comirec_sa-mic-s0"
+    run_full = tmp_path / "runs-quick" / "comirec_sa-mic-sel-s0"
     # `full` is the trained run's own test metrics; the channel ablations are re-evaluations
     assert full["recall@50"] == json.loads((run_full / "metrics.json").read_text())[
         "test"]["recall@50"]
@@ -82,3 +113,31 @@ def test_baselines_quick_smoke(tmp_path, ml100k_raw_dir):
         "most_popular"]["test"]["recall@50"]  # the same MostPopular as every run reports
     md = (tmp_path / "results" / "baselines_ml-100k-quick.md").read_text()
     assert "| item-CF |" in md and "| YouTube DNN |" in md
+
+
+def test_select_quick_smoke_reads_no_test_target(tmp_path, ml100k_raw_dir):
+    """select.py: X reference, printed values, one knob; CSV of valid metrics; a flagfile that
+    run.py takes as its selected preset. Every trial ran with the test split sealed."""
+    out = {"results": tmp_path / "results", "configs": tmp_path / "configs",
+           "runs": tmp_path / "runs"}
+    cmd = [sys.executable, str(REPO / "experiments" / "select.py"), "--quick",
+           "--dataset=ml-100k", "--encoder=youtube_dnn", f"--results_dir={out['results']}",
+           f"--configs_dir={out['configs']}", f"--runs_dir={out['runs']}",
+           f"--extra_args=--raw_dir={ml100k_raw_dir}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(open(out["results"] / "selection_ml-100k_youtube_dnn-quick.csv")))
+    assert [r["stage"] for r in rows[:3]] == ["reference", "train", "train"]
+    assert {r["stage"] for r in rows[3:]} == {"inference"} and not any("test" in k for k in rows[0])
+    trials = sorted((out["runs"].parent / "runs-quick").iterdir())
+    assert len(trials) == 3
+    for trial in trials:
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert "test" not in metrics and metrics["run"]["evaluate_test"] is False
+        assert "test" not in metrics["most_popular"]
+        assert not (trial / "recommendations.jsonl").exists()
+    flagfile = out["configs"] / "mic_ml-100k_youtube_dnn-quick.flags"
+    lines = [l for l in flagfile.read_text().splitlines() if not l.startswith("#")]
+    assert any(l.startswith("--eval_mode=") for l in lines) and any("lam_mic" in l for l in lines)
+    best = max((r for r in rows if r["stage"] == "train"), key=lambda r: float(r["recall@50"]))
+    assert all(f in lines for f in best["flags"].split())  # the stage-1 winner's flags

@@ -58,12 +58,13 @@ def config_from_flags(values: dict) -> ExperimentConfig:
                                                               "inference_")))
 
 
-def load_run(run_dir, data_dir=None) -> LoadedRun:
+def load_run(run_dir, data_dir=None, seal_test: bool = False) -> LoadedRun:
     """Rebuilds a finished run's model (best weights) and processed data.
 
     Args:
       run_dir: a folder written by `experiments/run.py` (flags.json, checkpoints/).
       data_dir: processed-data folder (default: the run's own `data_dir`).
+      seal_test: seal the data's test split (selection: nothing may read its targets).
     """
     run_dir = Path(run_dir)
     flags_path, weights = run_dir / "flags.json", run_dir / "checkpoints" / "best.weights.h5"
@@ -74,9 +75,11 @@ def load_run(run_dir, data_dir=None) -> LoadedRun:
     values = json.loads(flags_path.read_text())
     ds = prepare_dataset(values["dataset"], data_dir=data_dir or values.get("data_dir"),
                          params=ProtocolParams(split_seed=values["split_seed"]), verbose=False)
+    if seal_test:
+        ds.seal("test")
     cfg = config_from_flags(values)
     model = build_model(cfg, ds)
-    probe = ds.eval_split("test", cfg.train.maxlen)
+    probe = ds.eval_split("valid", cfg.train.maxlen)  # any two users build the variables
     model.build_from_batch({"history": probe.histories[:2],
                             "user_features": probe.user_features[:2]})
     model.load_weights(str(weights))

@@ -61,8 +61,19 @@ class CrossChannelEvaluator:
         return self.last_datastore
 
     def __call__(self, model, split: EvalSplit):
-        inference = CrossChannelInference(self.build_datastore(model), self.config)
+        datastore = self.build_datastore(model)
         queries = self._embed(model, split.histories, split.user_features)
+        return self._rank(datastore, queries, split, self.config)
+
+    def sweep(self, model, split: EvalSplit, configs) -> list[dict]:
+        """The metrics of `split` under each `InferenceConfig` of `configs`, from ONE datastore
+        and one embedding of the users (a grid over lam_mic, lam_div, the M's, ...)."""
+        datastore = self.build_datastore(model)
+        queries = self._embed(model, split.histories, split.user_features)
+        return [self._rank(datastore, queries, split, cfg)[0] for cfg in configs]
+
+    def _rank(self, datastore: Datastore, queries, split: EvalSplit, config: InferenceConfig):
+        inference = CrossChannelInference(datastore, config)
         ranked, channels = [], {name: [] for name in CHANNELS}
         for lo in range(0, len(split), self.query_batch):
             hi = lo + self.query_batch

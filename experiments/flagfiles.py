@@ -1,0 +1,49 @@
+"""Flagfiles of selected settings (`configs/mic_DATASET_ENCODER.flags`): reading and applying."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def read_flagfile(path: Path) -> dict:
+    """`--name=value` / `--name` / `--noname` lines (`#` comments) -> {name: str or bool}."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("--"):
+            raise ValueError(f"{path}: line {line!r} is not of the form --name[=value]")
+        name, eq, value = line[2:].partition("=")
+        if eq:
+            out[name] = value
+        elif name.startswith("no"):
+            out[name[2:]] = False
+        else:
+            out[name] = True
+    return out
+
+
+def selected_config(dataset: str, encoder: str, configs: Path = CONFIGS) -> Path:
+    return Path(configs) / f"mic_{dataset}_{encoder}.flags"
+
+
+def apply_defaults(flag_values, values: dict) -> list[str]:
+    """Sets every flag of `values` that was not given on the command line; returns their names.
+
+    Flags given explicitly always win over the selected settings."""
+    applied = []
+    for name, value in values.items():
+        flag = flag_values[name]
+        if flag.present:
+            continue
+        if isinstance(value, bool):
+            flag.value = value
+        else:
+            flag.parse(value)
+            flag.present = 0  # still "not given on the command line"
+        applied.append(name)
+    return applied
