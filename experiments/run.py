@@ -162,8 +162,9 @@ def build_config(ds=None):
     max_steps = resolved("max_steps")
     if FLAGS.max_epochs is not None and ds is not None:
         max_steps = FLAGS.max_epochs * steps_per_epoch(ds, FLAGS.sampler, batch_size)
-    jit_compile = (default_jit_compile(ds.num_items, FLAGS.jit_compile) if ds is not None
-                   else bool(FLAGS.jit_compile))
+    requested = resolved("jit_compile")  # the flag, else the dataset's default (may be None)
+    jit_compile = (default_jit_compile(ds.num_items, requested) if ds is not None
+                   else bool(requested))
     verbose = FLAGS.verbose if FLAGS.verbose is not None else (1 if sys.stderr.isatty() else 2)
     train = TrainConfig(batch_size=batch_size, maxlen=resolved("maxlen"),
                         learning_rate=resolved("learning_rate"), max_steps=max_steps,
