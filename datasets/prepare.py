@@ -14,6 +14,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments import interrupts  # noqa: E402
+
+RESUME = ("nothing partial was kept; run the same command again to resume (downloads continue "
+          "where they stopped)")
+interrupts.install(RESUME)
+
 from absl import app, flags  # noqa: E402
 
 from experiments.common_flags import prepare_from_flags  # noqa: E402
@@ -29,6 +35,8 @@ def main(argv):
         ds = prepare_from_flags(FLAGS, force=FLAGS.force)
     except MicError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        interrupts.stop(RESUME)
     counts = ds.counts()
     print(f"users {counts['users']}, items {counts['items']} (kept items, padding not counted), "
           f"interactions {counts['interactions']}, train/valid/test users "

@@ -19,6 +19,8 @@ flags.DEFINE_integer("min_item_count", 5, "Keep items with at least this many in
 flags.DEFINE_integer("min_user_count", 5, "Keep users with at least this many interactions on "
                      "kept items.")
 flags.DEFINE_integer("split_seed", 1230, "Seed of the 80/10/10 user shuffle (ComiRec: 1230).")
+flags.DEFINE_boolean("dedup_interactions", False, "Drop rows that repeat an earlier row's user, "
+                     "item and time (off: ComiRec keeps repeated interactions).")
 # custom
 flags.DEFINE_string("custom_user_col", "user", "custom: user id column.")
 flags.DEFINE_string("custom_item_col", "item", "custom: item id column.")
@@ -50,7 +52,7 @@ def source_options(FLAGS) -> dict:
 
 def protocol_params(FLAGS) -> ProtocolParams:
     return ProtocolParams(min_item_count=FLAGS.min_item_count, min_user_count=FLAGS.min_user_count,
-                          split_seed=FLAGS.split_seed)
+                          split_seed=FLAGS.split_seed, dedup_interactions=FLAGS.dedup_interactions)
 
 
 def prepare_from_flags(FLAGS, force: bool = False):

@@ -13,11 +13,17 @@ from its last checkpoint.
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 # The repository root replaces this script's folder on the path: experiments/select.py would
 # otherwise shadow the standard library's `select` (imported by subprocess, socket, ...).
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from experiments import interrupts  # noqa: E402
+
+RESUME = "run the same command again to resume from the last checkpoint"
+interrupts.install(RESUME)
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -141,7 +147,10 @@ def resolved(name):
     return defaults.resolve(name, FLAGS.dataset, FLAGS.encoder, getattr(FLAGS, name))
 
 
-def build_config(ds):
+def build_config(ds=None):
+    """The run's config from the flags; without `ds`, the values that depend on the data
+    (max_steps from --max_epochs, the --jit_compile default) keep placeholders, so that every
+    flag can be checked before the data is prepared."""
     from mic_tf.data.pipeline import steps_per_epoch
     from mic_tf.experiment import ExperimentConfig
     from mic_tf.mic.mining import MiningConfig
@@ -151,14 +160,17 @@ def build_config(ds):
 
     batch_size = resolved("batch_size")
     max_steps = resolved("max_steps")
-    if FLAGS.max_epochs is not None:
+    if FLAGS.max_epochs is not None and ds is not None:
         max_steps = FLAGS.max_epochs * steps_per_epoch(ds, FLAGS.sampler, batch_size)
+    requested = resolved("jit_compile")  # the flag, else the dataset's default (may be None)
+    jit_compile = (default_jit_compile(ds.num_items, requested) if ds is not None
+                   else bool(requested))
     verbose = FLAGS.verbose if FLAGS.verbose is not None else (1 if sys.stderr.isatty() else 2)
     train = TrainConfig(batch_size=batch_size, maxlen=resolved("maxlen"),
                         learning_rate=resolved("learning_rate"), max_steps=max_steps,
                         eval_every=min(resolved("eval_every"), max_steps),
                         patience=resolved("patience"), seed=FLAGS.seed, sampler=FLAGS.sampler,
-                        jit_compile=default_jit_compile(ds.num_items, resolved("jit_compile")),
+                        jit_compile=jit_compile,
                         exclude_history=FLAGS.exclude_history,
                         optimizer=FLAGS.optimizer,
                         verbose=verbose)
@@ -186,8 +198,39 @@ def build_config(ds):
         train=train)
 
 
-def resolved_flags(cfg, out_dir) -> dict:
-    """Every flag of this script and of the data flags, with defaults resolved."""
+def output_dir() -> str:
+    return FLAGS.output_dir or os.path.join(
+        "runs", FLAGS.dataset, f"{FLAGS.encoder}-{FLAGS.plugin}-s{FLAGS.seed}")
+
+
+def check_output_dir(out_dir) -> None:
+    """The run folder (or the first of its parents that exists) must be a folder."""
+    from mic_tf.errors import UsageError
+
+    for path in (Path(out_dir), *Path(out_dir).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UsageError(f"--output_dir={out_dir} is not allowed: {path} is a file, not a "
+                                 f"folder; pass another --output_dir")
+            return
+
+
+def check_flags() -> None:
+    """Checks every flag (ranges, finiteness, combinations) before any work: nothing is read,
+    prepared or written when a value is refused. Raises UsageError naming the flag."""
+    from mic_tf.utils.checks import check_fields, integer
+
+    # The flags of this script that no config object holds (a new one: one more entry).
+    run_checks = (integer("max_epochs", 1, optional=True), integer("verbose", 0, 2, optional=True))
+    check_fields(FLAGS, run_checks, owner="")
+    common_flags.protocol_params(FLAGS).validate()
+    build_config().validate()
+    check_output_dir(output_dir())
+
+
+def resolved_flags(cfg, out_dir, ds) -> dict:
+    """Every flag of this script and of the data flags, with defaults resolved, and the
+    fingerprint of the processed data (its content, wherever it lives)."""
     import dataclasses
 
     values = {}
@@ -201,27 +244,35 @@ def resolved_flags(cfg, out_dir) -> dict:
     values.update({k: v for k, v in dataclasses.asdict(cfg.mic).items() if k != "mining"})
     values.update({f"mining_{k}": v for k, v in dataclasses.asdict(cfg.mic.mining).items()})
     values["output_dir"] = str(out_dir)
+    values["data_fingerprint"] = ds.meta["data_fingerprint"]
     return values
 
 
+# Paths may change between a run and its resumption (a moved data folder); what they hold may
+# not, and `data_fingerprint` (the processed content's checksums) is compared instead.
 RESUME_IGNORED = ("verbose", "output_dir", "flagfile", "data_dir", "raw_dir", "raw_path")
 
 
 def check_same_run(out_dir, values) -> None:
-    """A run folder with a checkpoint may only be resumed with the flags it was started with."""
+    """A run folder with a checkpoint may only be resumed with the flags and the data it was
+    started with. Called before anything in the folder is written."""
     old_path = os.path.join(out_dir, "flags.json")
     if not os.path.exists(os.path.join(out_dir, "checkpoints", "state.json")):
         return
     if not os.path.exists(old_path):
-        return
+        raise MicError(f"{out_dir} holds a checkpoint but no flags.json, so it cannot be checked "
+                       f"that it was started with these flags and data; pass another "
+                       f"--output_dir")
     with open(old_path) as f:
         old = json.load(f)
     changed = {k: (old.get(k), v) for k, v in json.loads(json.dumps(values)).items()
                if k not in RESUME_IGNORED and old.get(k) != v}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-        raise MicError(f"{out_dir} holds a run started with other flags ({detail}); resume it "
-                       f"with the same flags, or pass another --output_dir")
+        what = "data" if set(changed) == {"data_fingerprint"} else "flags"
+        raise MicError(f"{out_dir} holds a run started with other {what} ({detail}); resume it "
+                       f"with the same flags and data (data_fingerprint is the processed data's "
+                       f"content), or pass another --output_dir")
 
 
 def main(argv):
@@ -234,18 +285,21 @@ def main(argv):
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
     try:
-        preset = apply_mic_preset()
+        preset = apply_mic_preset()  # before the checks: a preset's values are checked too
+        check_flags()
         ds = common_flags.prepare_from_flags(FLAGS)
         cfg = build_config(ds)
-        out_dir = FLAGS.output_dir or os.path.join(
-            "runs", FLAGS.dataset, f"{FLAGS.encoder}-{FLAGS.plugin}-s{FLAGS.seed}")
-        values = resolved_flags(cfg, out_dir)
+        cfg.validate_for(ds)
+        out_dir = output_dir()
+        values = resolved_flags(cfg, out_dir, ds)
         values["mic_preset_used"] = preset
         check_same_run(out_dir, values)
         atomic_write_json(os.path.join(out_dir, "flags.json"), values)
         result = run_experiment(cfg, ds, out_dir)
     except MicError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        interrupts.stop(RESUME)
     print(json.dumps({"output_dir": out_dir, **{k: result[k] for k in ("valid", "test")
                                                  if k in result}}))
 

@@ -25,3 +25,9 @@ class DataError(MicError):
 
 class ConfigError(MicError):
     """A flag or config value is invalid or an impossible combination."""
+
+
+class UsageError(ConfigError):
+    """A flag (or the config field it sets), or an argument of the Python API, is outside its
+    allowed values, or flags combine in a way that cannot work. The message names the flag (or
+    argument), the value and what is allowed."""

@@ -28,7 +28,8 @@ from mic_tf.inference.score import InferenceConfig
 from mic_tf.mic.model import ablation_settings
 from mic_tf.mic.plugin import MiningCallback, mic_pipeline_fn
 # Moved to models/factory.py (below evaluation/checkpoint.py); imported from here by scripts.
-from mic_tf.models.factory import EVAL_MODES, PLUGINS, ExperimentConfig, build_model  # noqa: F401
+from mic_tf.models.factory import (EVAL_MODES, EXPERIMENT_CHECKS, PLUGINS,  # noqa: F401
+                                   ExperimentConfig, build_model)
 from mic_tf.models.losses import score_geometry
 from mic_tf.training.projector import write_item_projector
 from mic_tf.training.trainer import Trainer
@@ -79,7 +80,7 @@ def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | P
 
     With `cfg.evaluate_test=False` (a selection run) the test split is sealed: only the valid
     metrics are written, and no code path reads a test target."""
-    cfg.validate()
+    cfg.validate_for(ds)  # before the run folder is created
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

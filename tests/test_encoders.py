@@ -147,3 +147,19 @@ def test_keras_round_trip_and_savedmodel_export(encoder, tmp_path):
     reloaded = tf.saved_model.load(str(tmp_path / "user_tower"))  # keep it alive while serving
     served = reloaded.serve(tf.constant(HISTORY))
     np.testing.assert_allclose(served.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder", ["comirec_sa", "comirec_dr"])
+def test_one_interest_is_a_single_vector_model(encoder):
+    """K = 1 (a diagnostic: ComiRec without multiple interests) gives [B, D] and trains."""
+    from mic_tf.models.retrieval_model import RetrievalModel
+    from mic_tf.training.optimizers import FusedAdam
+
+    model = RetrievalModel(encoder, 30, 8, 5, encoder_options={"num_interests": 1},
+                           num_sampled=20)
+    model.compile(optimizer=FusedAdam(1e-2))
+    batch = {"history": np.array([[1, 2, 3, 0, 0], [4, 5, 0, 0, 0]], np.int32),
+             "user_features": np.zeros((2, 0), np.int32), "target": np.array([6, 7], np.int32),
+             "user": np.array([0, 1], np.int32)}
+    assert model(batch).shape == (2, 8)
+    assert np.isfinite(float(model.train_step(batch)["loss"]))

@@ -1,5 +1,6 @@
 """The ComiRec protocol (spec 2.2) against a plain-Python transcription of ComiRec's data.py."""
 
+import json
 import random
 from collections import defaultdict
 
@@ -125,3 +126,70 @@ def test_filtering_that_empties_the_data_names_the_source():
     rows = [("u%d" % k, "i1", k) for k in range(30)]  # one item, every user once
     with pytest.raises(DataError, match="no user has >= 5"):
         apply_comirec_protocol(to_raw(rows))
+
+
+# ------------------------------------------------ exact duplicate rows (issue 15, item 5)
+def test_exact_duplicates_are_kept_by_default_as_comirec_and_reported(capsys):
+    rows = random_rows(num_rows=600, num_users=40, num_items=30)
+    twice = rows + rows  # a file of 600 rows pasted twice: 1,200 interactions
+    logged = []
+    ds = apply_comirec_protocol(to_raw(twice), log=logged.append)
+    item_map, user_ids, seqs, s1, s2 = comirec_oracle(twice)  # ComiRec keeps repeats
+    assert ds.num_interactions == sum(map(len, seqs)) and list(ds.user_raw_ids) == user_ids
+    distinct = len(dict.fromkeys(twice))
+    assert any(f"{len(twice) - distinct} exact duplicate rows" in m and "--dedup_interactions" in m
+               for m in logged), logged
+
+
+def test_dedup_interactions_drops_exact_duplicates_before_the_filters():
+    rows = random_rows(num_rows=600, num_users=40, num_items=30)
+    twice = rows + rows
+    unique = list(dict.fromkeys(twice))  # first occurrence of each (user, item, time)
+    assert len(unique) < len(rows)  # random_rows repeats some rows by itself
+    item_map, user_ids, seqs, s1, s2 = comirec_oracle(unique)
+    ds = apply_comirec_protocol(to_raw(twice), ProtocolParams(dedup_interactions=True))
+    assert list(ds.item_raw_ids[1:]) == list(item_map) and list(ds.user_raw_ids) == user_ids
+    for u, seq in enumerate(seqs):
+        np.testing.assert_array_equal(ds.sequence(u), seq)
+    # duplicates can lift an item over the >= 5 filter: 3 distinct rows, each twice
+    lifted = [("u%d" % u, "rare", u) for u in range(3)] * 2
+    base = [("u%d" % u, "i%d" % k, 10 + k) for u in range(10) for k in range(6)]
+    kept = apply_comirec_protocol(to_raw(base + lifted))
+    deduped = apply_comirec_protocol(to_raw(base + lifted), ProtocolParams(dedup_interactions=True))
+    assert "rare" in set(kept.item_raw_ids) and "rare" not in set(deduped.item_raw_ids)
+
+
+def test_dedup_interactions_is_in_the_cache_key_and_a_flag(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    log = tmp_path / "log.csv"
+    rows = ["user,item,timestamp"] + [f"u{u},i{i},{i}" for u in range(6) for i in range(5)]
+    log.write_text("\n".join(rows + rows[1:]) + "\n")  # every row twice
+    counts = []
+    for extra in ([], ["--dedup_interactions"]):
+        result = subprocess.run([sys.executable, str(REPO / "datasets" / "prepare.py"),
+                                 "--dataset=custom", f"--raw_path={log}",
+                                 f"--data_dir={tmp_path / 'data'}", *extra],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        counts.append(json.loads(result.stdout.strip().splitlines()[-1])["interactions"])
+    assert counts == [60, 30]
+    assert "rebuilding" in result.stderr  # the second call did not reuse the first folder
+
+
+# ----------------------------------------------------- non-finite timestamps (item 5)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_timestamps_are_refused(bad):
+    with pytest.raises(DataError, match=r"timestamp.*row 3"):
+        RawDataset(name="toy", users=np.array(["a", "b", "c"], dtype=object),
+                   items=np.array(["x", "y", "z"], dtype=object),
+                   timestamps=np.array([1.0, 2.0, bad]))
+
+
+def test_boolean_timestamps_are_refused():
+    with pytest.raises(DataError, match="boolean"):
+        RawDataset(name="toy", users=np.array(["a", "b"], dtype=object),
+                   items=np.array(["x", "y"], dtype=object), timestamps=np.array([True, True]))

@@ -177,3 +177,76 @@ def test_selected_mic_preset_fills_unset_flags_only(tmp_path, data_dir, ml100k_r
     flags = json.loads((tmp_path / "paper" / "flags.json").read_text())
     assert flags["w_uv"] == 1.0 and flags["inference_lam_mic"] == 0.5
     assert flags["mining_on_plateau"] is False and flags["mic_preset_used"] == "paper"
+
+
+# ------------------------------------------------- a run's identity includes its data (issue 15)
+TINY = ["--dataset=custom", "--encoder=youtube_dnn", "--batch_size=64", "--embedding_dim=16",
+        "--max_steps=20", "--eval_every=20", "--patience=1", "--verbose=2"]
+
+
+@pytest.fixture(scope="module")
+def custom_logs(tmp_path_factory, ml100k_raw_dir):
+    """ml-100k's interactions as custom CSV logs: the original, one with other sequences (same
+    catalogue and users) and one with a smaller catalogue (10 items pushed below 5)."""
+    out = tmp_path_factory.mktemp("logs")
+    inter = pd.read_csv(ml100k_raw_dir / "ml-100k.inter", sep="\t", dtype=str)
+    log = pd.DataFrame({"user": inter.iloc[:, 0], "item": inter.iloc[:, 1],
+                        "timestamp": inter.iloc[:, 3]})
+    log.to_csv(out / "a.csv", index=False)
+    log.to_csv(out / "a_copy.csv", index=False)
+    reordered = log.copy()
+    first_users = reordered["user"].isin(reordered["user"].unique()[:50])
+    reordered.loc[first_users, "timestamp"] = (
+        -reordered.loc[first_users, "timestamp"].astype(float)).astype(str)
+    reordered.to_csv(out / "other_order.csv", index=False)
+    counts = log["item"].value_counts()
+    five = counts[counts == 5].index[:10]
+    smaller = log.drop(log.index[log["item"].isin(five)][::5])  # one row of each of the ten
+    smaller.to_csv(out / "smaller.csv", index=False)
+    return out
+
+
+def run_custom(log, out_dir, data_dir):
+    return subprocess.run(RUN + TINY + [f"--raw_path={log}", f"--output_dir={out_dir}",
+                                        f"--data_dir={data_dir}"],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_rerun_on_other_data_is_refused_before_anything_is_rewritten(tmp_path, custom_logs):
+    out = tmp_path / "run"
+    first = run_custom(custom_logs / "a.csv", out, tmp_path / "d1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    # issue 15 item 10: every file of the run folder has the mode an ordinary file gets
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.relative_to(out): oct(p.stat().st_mode & 0o777) for p in out.rglob("*")
+             if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+    saved = {name: (out / name).read_bytes() for name in ("flags.json", "metrics.json")}
+    for log in ("other_order.csv", "smaller.csv"):
+        again = run_custom(custom_logs / log, out, tmp_path / f"d-{log}")
+        assert again.returncode == 1, again.stderr[-3000:]
+        assert "data_fingerprint" in again.stderr and "--output_dir" in again.stderr
+        assert "Traceback" not in again.stderr
+        assert {name: (out / name).read_bytes() for name in saved} == saved
+    # the same content under another path and another --data_dir is the same run
+    moved = run_custom(custom_logs / "a_copy.csv", out, tmp_path / "d2")
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    assert "training already finished" in moved.stderr
+
+
+@pytest.mark.parametrize("name", ["items.tsv", "users.tsv"])
+def test_a_truncated_processed_folder_stops_the_run_before_training(tmp_path, data_dir,
+                                                                    ml100k_raw_dir, name):
+    """Issue 15 item 8: this used to fail with a traceback after training."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    table = copy / "ml-100k" / name
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    result = run(SMALL, tmp_path / "run", copy, ml100k_raw_dir)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"{name}: processed file differs" in result.stderr and "--force" in result.stderr
+    assert "Traceback" not in result.stderr and "training" not in result.stderr
+    assert not (tmp_path / "run").exists()

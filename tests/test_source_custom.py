@@ -216,3 +216,96 @@ def test_filtering_empties(tmp_path):
     path.write_text("user,item,timestamp\n")
     with pytest.raises(DataError, match="header but no rows"):
         load({"raw_path": str(path)})
+
+
+# --------------------------------------------- non-finite and boolean timestamps (issue 15)
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "nan"])
+def test_a_non_finite_number_as_time_names_the_line(tmp_path, value):
+    path = tmp_path / "inter.csv"
+    rows = ["user,item,timestamp"] + [f"u{u},i{i},{10 * u + i}" for u in range(6)
+                                      for i in range(5)]
+    rows[4] = f"u0,i3,{value}"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"line 5: .*timestamp.*finite"):
+        load({"raw_path": str(path)})
+
+
+@pytest.mark.parametrize("column", [[0.0, 1.0, np.inf, 3.0], [True, True, True, True]],
+                         ids=["inf", "boolean"])
+def test_parquet_times_must_be_finite_numbers_not_booleans(tmp_path, column):
+    path = tmp_path / "inter.parquet"
+    pd.DataFrame({"user": ["a", "a", "b", "b"], "item": ["x", "y", "x", "y"],
+                  "timestamp": column}).to_parquet(path)
+    with pytest.raises(DataError, match=r"row \d.*timestamp|timestamp.*row \d"):
+        load({"raw_path": str(path)})
+
+
+# ------------------------------------------- prepare.py errors instead of tracebacks (item 7)
+def test_trailing_blank_lines_are_accepted(tmp_path):
+    path = tmp_path / "inter.csv"
+    path.write_text(INTER.read_text().rstrip("\n") + "\n\n\n")
+    raw = load({**OPTIONS, "raw_path": str(path)})
+    reference = load(OPTIONS)
+    assert raw.num_rows == reference.num_rows == 34
+    np.testing.assert_array_equal(raw.timestamps, reference.timestamps)
+
+
+def test_a_blank_line_in_the_middle_still_names_its_line(tmp_path):
+    path = with_lines(tmp_path, {5: ""})
+    with pytest.raises(DataError, match="line 5: empty or missing value"):
+        load({**OPTIONS, "raw_path": str(path)})
+
+
+def truncated_gzip(tmp_path):
+    import gzip
+
+    data = gzip.compress(INTER.read_bytes() * 50)
+    path = tmp_path / "inter.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def list_column_parquet(tmp_path):
+    df = pd.read_csv(INTER, dtype=str)
+    df["user_id"] = [[u] for u in df["user_id"]]
+    path = tmp_path / "inter.parquet"
+    df.to_parquet(path)
+    return path
+
+
+def a_folder(tmp_path):
+    path = tmp_path / "interactions"
+    path.mkdir()
+    (path / "interactions.csv").write_text(INTER.read_text())
+    return path
+
+
+BROKEN = {"truncated-gzip": (truncated_gzip, r"inter\.csv\.gz: .*truncated or corrupt"),
+          "list-column": (list_column_parquet, r"column 'user_id' of the interactions file holds lists"),
+          "a-folder": (a_folder, r"interactions: .*is a folder, not a file")}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_raw_files_are_clear_errors(tmp_path, case):
+    make, message = BROKEN[case]
+    with pytest.raises(DataError, match=message):
+        load({**OPTIONS, "raw_path": str(make(tmp_path))})
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_prepare_script_reports_broken_raw_files_without_a_traceback(tmp_path, case):
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    make, message = BROKEN[case]
+    result = subprocess.run([sys.executable, str(REPO / "datasets" / "prepare.py"),
+                             "--dataset=custom", f"--raw_path={make(tmp_path)}",
+                             "--custom_user_col=user_id", "--custom_item_col=item_id",
+                             "--custom_time_col=ts", f"--data_dir={tmp_path / 'data'}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert re.search(message, result.stderr), result.stderr[-2000:]
+    assert not (tmp_path / "data").exists()

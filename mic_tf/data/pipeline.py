@@ -85,6 +85,18 @@ def steps_per_epoch(ds: ProcessedDataset, sampler: str, batch_size: int) -> int:
     return max(int((lengths - 1).sum()) // batch_size, 1)
 
 
+def check_sampler(ds: ProcessedDataset, sampler: str, batch_size: int, maxlen: int) -> None:
+    """Raises ConfigError when the sampler cannot draw batches of this size from `ds` (called
+    before a run writes anything, and again when the pipeline is built)."""
+    _validate(ds, sampler, batch_size, maxlen)
+    if sampler == "all":
+        lengths = ds.sequence_lengths[:len(ds.split_range("train"))]
+        num_pairs = int((lengths - 1).sum())
+        if num_pairs < batch_size:
+            raise ConfigError(f"only {num_pairs} training pairs, fewer than "
+                              f"batch_size={batch_size}; pass a smaller --batch_size")
+
+
 def _validate(ds: ProcessedDataset, sampler: str, batch_size: int, maxlen: int) -> None:
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")

@@ -37,6 +37,7 @@ def prepare_dataset(name: str, data_dir: str | Path | None = None, raw_dir: str 
       force: rebuild even when the cache is valid.
     """
     source = get_source(name)
+    params.validate()  # before any file is read or written
     options = dict(source_options or {})
     data_dir = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
     raw_dir = Path(raw_dir) if raw_dir else DEFAULT_RAW_DIR / name
@@ -50,15 +51,17 @@ def prepare_dataset(name: str, data_dir: str | Path | None = None, raw_dir: str 
               "source_options": {k: str(v) for k, v in sorted(options.items())},
               "raw_files": _raw_fingerprint(files)}
     key = store.cache_key(inputs)
+    store.check_writable(out_dir)  # before reading meta.json or any raw file: never a user's folder
     meta = store.read_meta(out_dir)
     if meta is not None and meta.get("cache_key") == key and not force:
         log(f"{name}: processed data is up to date in {out_dir}")
         return store.load(out_dir)
     if meta is not None:
         log(f"{name}: processed data in {out_dir} was made from other inputs; rebuilding")
+    log(f"{name}: reading the raw data")
     raw = source.read(files, options)
     log(f"{name}: read {raw.num_rows} raw interactions in {time.time() - start:.1f}s")
-    ds = apply_comirec_protocol(raw, params)
+    ds = apply_comirec_protocol(raw, params, log=lambda msg: log(f"{name}: {msg}"))
     store.save(ds, out_dir, {**inputs, "cache_key": key})
     log(f"{name}: wrote {out_dir} in {time.time() - start:.1f}s")
     return ds

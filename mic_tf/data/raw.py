@@ -11,6 +11,23 @@ import pandas as pd
 from mic_tf.errors import DataError
 
 
+def _check_timestamps(ts: np.ndarray, where: str) -> None:
+    """Times must be finite numbers: an inf or NaN time sorts anywhere, and a boolean is not a
+    time (a constant True orders nothing). Loaders name the file line; this is the safety net
+    for every source, naming the row in file order."""
+    if ts.dtype.kind == "b":
+        raise DataError(f"the timestamps are boolean values; expected numbers or dates (check "
+                        f"which column is the time)", path=where)
+    if ts.dtype.kind not in "iuf":
+        raise DataError(f"the timestamps have type {ts.dtype}; expected numbers", path=where)
+    if ts.dtype.kind == "f":
+        bad = ~np.isfinite(ts)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(f"timestamp {ts[row]} at row {row + 1} (in file order) is not a "
+                            f"finite number", path=where)
+
+
 @dataclasses.dataclass
 class RawDataset:
     """Interactions of one dataset exactly as read from its raw files, before any filtering.
@@ -43,9 +60,10 @@ class RawDataset:
         if len(self.items) != n or len(self.timestamps) != n:
             raise DataError(f"{self.name}: users, items and timestamps have different lengths "
                             f"({n}, {len(self.items)}, {len(self.timestamps)})")
+        where = ", ".join(str(f) for f in self.files) or self.name
         if n == 0:
-            where = ", ".join(str(f) for f in self.files) or self.name
             raise DataError(f"no interactions were read from {where}; expected at least one row")
+        _check_timestamps(np.asarray(self.timestamps), where)
 
     @property
     def num_rows(self) -> int:

@@ -1,8 +1,10 @@
 """The versioned on-disk format of a processed dataset (spec 2.2 step 6).
 
-`DIR/NAME/` holds (format version 1):
+`DIR/NAME/` holds (format version 2):
   meta.json         format version, source, protocol params, raw files with size and sha256,
-                    counts, user field names, and `cache_key` (a hash of all of the above inputs)
+                    counts, user field names, `cache_key` (a hash of all of the above inputs),
+                    `files` (size and sha256 of every file below) and `data_fingerprint` (a hash
+                    of `files`: the identity of the processed content, wherever it lives)
   seq_items.npy     int32 [nnz]   every user's time-sorted item ids, concatenated
   seq_offsets.npy   int64 [U+1]   CSR offsets; users 0..U-1 are train, then valid, then test
   item_category.npy int32 [N+1]   category id per item (0 = padding / no category)
@@ -14,7 +16,9 @@
 
 Everything is written without timestamps, with sorted JSON keys and `np.save` (no zip), so that
 preparing the same raw files with the same parameters twice gives byte-identical folders. The
-folder is built under a temporary name and swapped in whole (`atomic_dir`).
+folder is built under a temporary name and swapped in whole (`atomic_dir`). `load` checks every
+file against its checksum and the counts against the files, so an edited, truncated or shuffled
+folder is an error rather than data that trains normally.
 """
 
 from __future__ import annotations
@@ -29,10 +33,24 @@ import pandas as pd
 
 from mic_tf.data.dataset import ProcessedDataset
 from mic_tf.errors import DataError
-from mic_tf.utils.io import atomic_dir
+from mic_tf.utils.io import atomic_dir, check_replaceable, json_marker, ours_if, sha256_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksums of the processed files in meta.json
 _ARRAYS = ("seq_items", "seq_offsets", "item_category", "user_features")
+_TABLES = ("users", "items", "categories", "user_fields")
+_FILES = tuple(sorted([f"{a}.npy" for a in _ARRAYS] + [f"{t}.tsv" for t in _TABLES]))
+# A processed folder is recognised by its meta.json and holds nothing but these kinds of files;
+# anything else in it (or any other folder) is not ours to replace.
+_IS_OURS = ours_if(lambda folder: json_marker(folder, "meta.json", ("cache_key", "format_version")),
+                   ("meta.json", "*.npy", "*.tsv"))
+_WHAT = "processed dataset"
+_HINT = "Choose another --data_dir, or move that folder away first."
+
+
+def check_writable(out_dir: str | Path) -> None:
+    """Raises ConfigError when `save` would have to replace a folder this project did not write
+    (called by `prepare` before it reads any raw file)."""
+    check_replaceable(out_dir, _IS_OURS, _WHAT, _HINT)
 
 
 def cache_key(inputs: dict) -> str:
@@ -56,10 +74,66 @@ def _read_tsv(path: Path) -> pd.DataFrame:
                         f"the dataset again", path=path) from e
 
 
+def _checksums(folder: Path) -> dict:
+    return {name: {"sha256": sha256_file(folder / name), "size": (folder / name).stat().st_size}
+            for name in _FILES}
+
+
+def fingerprint(files: dict) -> str:
+    """The identity of a processed content: a hash of its files' checksums (not of its path)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def _rebuild_hint(meta: dict) -> str:
+    return (f"re-run `python datasets/prepare.py --dataset={meta.get('dataset', 'NAME')} --force` "
+            f"(with the same data flags) to rebuild it")
+
+
+def _verify_files(folder: Path, meta: dict) -> None:
+    """Every processed file exists and has the size and sha256 recorded in meta.json."""
+    files = meta.get("files")
+    if not isinstance(files, dict) or sorted(files) != list(_FILES):
+        raise DataError(f"meta.json does not list the checksums of {list(_FILES)}; "
+                        f"{_rebuild_hint(meta)}", path=folder / "meta.json")
+    if meta.get("data_fingerprint") != fingerprint(files):
+        raise DataError(f"meta.json's data_fingerprint does not match its checksums (the file "
+                        f"was edited); {_rebuild_hint(meta)}", path=folder / "meta.json")
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"processed file missing; {_rebuild_hint(meta)}", path=path)
+        size = path.stat().st_size
+        if size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
+            raise DataError(f"processed file differs from the one prepare wrote ({size} bytes, "
+                            f"expected {entry.get('size')}; sha256 mismatch): it was truncated or "
+                            f"modified. {_rebuild_hint(meta)}", path=path)
+
+
+def _verify_counts(folder: Path, meta: dict, arrays: dict, users: pd.DataFrame,
+                   items: pd.DataFrame) -> None:
+    """meta.json's counts (which decide the split) agree with the files themselves."""
+    split = users["split"].to_numpy()
+    actual = {"users": len(arrays["seq_offsets"]) - 1, "items": len(arrays["item_category"]) - 1,
+              "interactions": len(arrays["seq_items"]),
+              **{f"{s}_users": int((split == s).sum()) for s in ("train", "valid", "test")}}
+    counts = meta.get("counts", {})
+    wrong = {k: (counts.get(k), v) for k, v in actual.items() if counts.get(k) != v}
+    if wrong:
+        detail = ", ".join(f"{k}: {a} in meta.json, {b} in the files"
+                           for k, (a, b) in wrong.items())
+        raise DataError(f"the processed files disagree with meta.json ({detail}); "
+                        f"{_rebuild_hint(meta)}", path=folder)
+    ranks = np.select([split == "train", split == "valid", split == "test"], [0, 1, 2], -1)
+    if (len(users) != actual["users"] or len(items) != actual["items"] + 1
+            or (ranks < 0).any() or (np.diff(ranks) < 0).any()):  # users ordered train, valid, test
+        raise DataError(f"users.tsv / items.tsv do not match the arrays (row counts or the "
+                        f"train, valid, test order of users); {_rebuild_hint(meta)}", path=folder)
+
+
 def save(ds: ProcessedDataset, out_dir: str | Path, meta: dict) -> None:
     """Writes `ds` to `out_dir` atomically; `meta` must already hold the cache inputs."""
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, is_ours=_IS_OURS, what=_WHAT, hint=_HINT) as tmp:
         for name in _ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(ds, name), allow_pickle=False)
         r = {s: ds.split_range(s) for s in ("train", "valid", "test")}
@@ -74,9 +148,11 @@ def save(ds: ProcessedDataset, out_dir: str | Path, meta: dict) -> None:
         _write_tsv(tmp / "user_fields.tsv", ["field", "value_id", "value"],
                    ((f, j + 1, v) for f, vocab in zip(ds.user_feature_names, ds.user_feature_vocab)
                     for j, v in enumerate(vocab)))
+        files = _checksums(tmp)
         full_meta = {**meta, "format_version": FORMAT_VERSION, "counts": ds.counts(),
                      "num_categories": ds.num_categories,
-                     "user_feature_names": ds.user_feature_names}
+                     "user_feature_names": ds.user_feature_names,
+                     "files": files, "data_fingerprint": fingerprint(files)}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
     ds.meta = full_meta
 
@@ -102,7 +178,8 @@ def load(folder: str | Path) -> ProcessedDataset:
                         f"`python datasets/prepare.py --dataset=NAME` first", path=folder)
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"processed format version {meta.get('format_version')} is not the "
-                        f"supported version {FORMAT_VERSION}; prepare the dataset again", path=folder)
+                        f"supported version {FORMAT_VERSION}; {_rebuild_hint(meta)}", path=folder)
+    _verify_files(folder, meta)
     arrays = {}
     for name in _ARRAYS:
         try:
@@ -114,6 +191,7 @@ def load(folder: str | Path) -> ProcessedDataset:
     items = _read_tsv(folder / "items.tsv")
     cats = _read_tsv(folder / "categories.tsv")
     fields = _read_tsv(folder / "user_fields.tsv")
+    _verify_counts(folder, meta, arrays, users, items)
     names = list(meta.get("user_feature_names", []))
     vocab = [fields.loc[fields["field"] == f, "value"].tolist() for f in names]
     counts = meta["counts"]

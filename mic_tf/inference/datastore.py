@@ -30,14 +30,18 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from mic_tf.inference import inputs
 from mic_tf.utils.faiss_index import FaissIndex as _Index
-from mic_tf.utils.io import atomic_dir
+from mic_tf.utils.io import atomic_dir, json_marker, ours_if
 from mic_tf.utils.vectors import drop_self
 from mic_tf.utils.vectors import l2_normalize  # noqa: F401  (re-exported by mic_tf.inference)
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 ITEM_SCORES = ("dot", "cosine")
 _FORMAT_VERSION = 2  # 2: item_score (raw item vectors for dot-product models), items_unit.faiss
+# A saved datastore is recognised by its datastore.json and holds only these kinds of files.
+_IS_OURS = ours_if(lambda f: json_marker(f, "datastore.json", ("format_version", "index_type")),
+                   ("datastore.json", "*.npy", "*.faiss"))
 _DEFAULT_PARAMS = {
     "flat": {},
     "ivf": {"nlist": None, "nprobe": 16},  # nlist None -> ~4 sqrt(n), capped by n
@@ -219,7 +223,8 @@ class Datastore:
         built, item_neighbours.npy (the I2I table).
         """
         folder = Path(folder)
-        with atomic_dir(folder) as tmp:
+        hint = "Save to a new or empty folder, or move its files away first."
+        with atomic_dir(folder, is_ours=_IS_OURS, what="datastore", hint=hint) as tmp:
             for name in ("user_vectors", "item_vectors", "history_items", "history_offsets",
                          "item_category"):
                 np.save(tmp / f"{name}.npy", getattr(self, name))
@@ -239,19 +244,14 @@ class Datastore:
     def load(cls, folder, use_gpu="auto") -> "Datastore":
         """Reads a folder written by `save`; the Faiss indexes are read back, not rebuilt."""
         folder = Path(folder)
-        meta_path = folder / "datastore.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{meta_path} not found: not a saved Datastore folder")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"unsupported datastore format {meta.get('format_version')} in "
-                             f"{folder}")
-        arrays = {name: np.load(folder / f"{name}.npy") for name in
+        meta = inputs.read_settings(folder, _FORMAT_VERSION)
+        arrays = {name: inputs.load_array(folder / f"{name}.npy") for name in
                   ("user_vectors", "item_vectors", "history_items", "history_offsets",
                    "item_category")}
-        item_score = meta.get("item_score", "dot")
+        item_score = inputs.item_score(folder, meta, ITEM_SCORES)
         names = ("users", "items") + (("items_unit",) if item_score == "dot" else ())
-        indexes = [faiss.read_index(str(folder / f"{name}.faiss")) for name in names]
+        indexes = [inputs.read_index(folder / f"{name}.faiss") for name in names]
+        inputs.check_saved_sizes(folder, meta, arrays, indexes)
         ds = cls(arrays["user_vectors"], arrays["item_vectors"], arrays["history_items"],
                  arrays["history_offsets"], arrays["item_category"],
                  index_type=meta["index_type"], index_params=meta["index_params"],
@@ -262,8 +262,6 @@ class Datastore:
         ds._items_unit.params = {**ds._items_unit.params, **built.get("items", {})}
         table = folder / "item_neighbours.npy"
         if table.exists():
-            ds.item_neighbours = np.load(table)
-            if ds.item_neighbours.shape[0] != ds.num_items + 1:
-                raise ValueError(f"{table} has {ds.item_neighbours.shape[0]} rows, expected "
-                                 f"{ds.num_items + 1}: rebuild it with build_item_neighbours")
+            ds.item_neighbours = inputs.load_array(table)
+            inputs.check_item_neighbours(table, ds.item_neighbours, ds.num_items)
         return ds

@@ -29,8 +29,10 @@ import heapq
 
 import numpy as np
 
-from mic_tf.inference import channels
+from mic_tf.errors import UsageError
+from mic_tf.inference import channels, inputs
 from mic_tf.inference.datastore import Datastore
+from mic_tf.utils.checks import boolean, check_fields, choice, integer, number
 
 CHANNELS = ("u2i", "u2u", "i2i")
 BASIC_NORMS = ("none", "minmax")
@@ -63,22 +65,25 @@ class InferenceConfig:
         if ablation:
             name = ablation.lstrip("-")
             if name not in CHANNELS:
-                raise ValueError(f"ablation must be one of -u2u, -u2i, -i2i, got {ablation!r}")
+                raise UsageError(f"ablation must be one of -u2u, -u2i, -i2i, got {ablation!r}")
             setattr(cfg, f"use_{name}", False)
         return cfg
 
     def validate(self):
-        if self.top_n < 1:
-            raise ValueError(f"top_n must be >= 1, got {self.top_n}")
-        for name in ("m1", "m2", "m", "m3"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+        check_fields(self, INFERENCE_CHECKS)
         if not (self.use_u2i or self.use_u2u or self.use_i2i):
-            raise ValueError("at least one channel must be enabled")
-        if self.basic_norm not in BASIC_NORMS:
-            raise ValueError(f"basic_norm must be one of {BASIC_NORMS}, got {self.basic_norm!r}")
-        if self.mic_score not in MIC_SCORES:
-            raise ValueError(f"mic_score must be one of {MIC_SCORES}, got {self.mic_score!r}")
+            raise UsageError("no channel is enabled: at least one of use_u2i, use_u2u, use_i2i "
+                             "must be true")
+
+
+# The allowed value of every InferenceConfig field (a new field: one more line). A negative k1
+# used to switch U2I off silently; lam_mic or lam_div NaN returned zeros.
+INFERENCE_CHECKS = (
+    integer("top_n", 1), integer("k1", 0, optional=True), integer("m1", 0), integer("m2", 0),
+    integer("m", 0, flag="m_history"), integer("m3", 0), number("lam_mic"), number("lam_div"),
+    choice("basic_norm", BASIC_NORMS), choice("mic_score", MIC_SCORES),
+    boolean("use_u2i"), boolean("use_u2u"), boolean("use_i2i"), integer("score_batch", 1),
+)
 
 
 @dataclasses.dataclass
@@ -400,20 +405,18 @@ def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None 
     """
     cfg = config or InferenceConfig()
     cfg.validate()
-    q = np.asarray(queries, dtype=np.float32)
-    h = np.asarray(histories, dtype=np.int64)
+    q = inputs.as_vectors("queries", queries)  # checked before any cast (no 2.7 -> 2, "3" -> 3)
+    h = inputs.as_item_ids("histories", histories)
     if q.ndim not in (2, 3) or q.shape[-1] != ds.dim:
-        raise ValueError(f"queries must be [B, {ds.dim}] or [B, K, {ds.dim}], got {q.shape}")
+        raise UsageError(f"queries must be [B, {ds.dim}] or [B, K, {ds.dim}], got {q.shape}")
     if h.ndim != 2 or len(h) != len(q):
-        raise ValueError(f"histories must be [B = {len(q)}, L], got {h.shape}")
-    if not np.isfinite(q).all():
-        raise ValueError("queries hold NaN or inf values")
+        raise UsageError(f"histories must be [B = {len(q)}, L], got {h.shape}")
     if len(h) and h.size and (h.min() < 0 or h.max() > ds.num_items):
-        raise ValueError(f"history ids must be in 0..{ds.num_items}")
+        raise UsageError(f"history ids must be in 0..{ds.num_items}")
     if exclude_users is not None:
         exclude_users = np.asarray(exclude_users, dtype=np.int64).reshape(-1)
         if exclude_users.shape != (len(q),):
-            raise ValueError(f"exclude_users must be [B = {len(q)}], got {exclude_users.shape}")
+            raise UsageError(f"exclude_users must be [B = {len(q)}], got {exclude_users.shape}")
     retrieved, cands, counts, base = _score_candidates(ds, q, h, cfg, exclude_users)
     items, scores = pick(ds, base, cands, cfg, online)
     return InferenceResult(items, scores, cands, counts, retrieved)
@@ -450,8 +453,8 @@ class CrossChannelInference:
           `[N]` ranked item ids (0 = empty) and `[N]` scores, identical to the user's row of
           the batch path (see BUILD_NOTES for the flat-index float caveat).
         """
-        q = np.asarray(query, dtype=np.float32)[None]
-        h = np.asarray(history, dtype=np.int64).reshape(1, -1)
+        q = inputs.as_vectors("queries", query)[None]
+        h = inputs.as_item_ids("histories", history).reshape(1, -1)
         result = recommend(self.datastore, q, h, self.config, online=True,
                            exclude_users=None if exclude_user < 0 else [exclude_user])
         return result.items[0], result.scores[0]

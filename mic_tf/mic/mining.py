@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
+from mic_tf.utils.checks import INT32_MAX, check_fields, choice, integer
 from mic_tf.utils.faiss_index import knn_index as _index  # noqa: F401  (moved)
 from mic_tf.utils.faiss_index import knn_search as search
 from mic_tf.utils.vectors import l2_normalize as normalize
@@ -33,6 +34,9 @@ class MiningConfig:
     exact_limit: int = 50000
     hard_negatives: str = "nearest"  # "nearest": the nearest other-cluster neighbours; "random"
     seed: int = 0
+
+    def validate(self) -> None:
+        check_fields(self, MINING_CHECKS)
 
 
 @dataclasses.dataclass
@@ -64,6 +68,15 @@ def kmeanspp_labels(x: np.ndarray, num_clusters: int, iterations: int, max_point
 
 
 HARD_NEGATIVE_SOURCES = ("nearest", "random")
+
+# The allowed value of every MiningConfig field; empty mined lists are not supported (a zero
+# width breaks the loss's concatenations), so the list sizes start at 1.
+MINING_CHECKS = (
+    integer("num_positives", 1), integer("num_hard_negatives", 1), integer("num_cross", 1),
+    integer("search_k", 1, flag="mining_search_k"), integer("num_clusters", 1),
+    integer("kmeans_iterations", 1), integer("kmeans_max_points", 1), integer("exact_limit", 0),
+    choice("hard_negatives", HARD_NEGATIVE_SOURCES), integer("seed", 0, INT32_MAX),
+)
 
 
 def hard_negatives(neighbours: np.ndarray, labels: np.ndarray, count: int,

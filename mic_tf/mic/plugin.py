@@ -12,7 +12,9 @@ import tensorflow as tf
 
 from mic_tf.data.dataset import ProcessedDataset
 from mic_tf.mic.mining import MiningConfig, mine
+from mic_tf.mic.model import UU_ANCHORS
 from mic_tf.mic.perturbation import make_view_fn
+from mic_tf.utils.checks import boolean, check_fields, choice, integer, number
 
 
 @dataclasses.dataclass
@@ -38,6 +40,22 @@ class MICConfig:
     uu_anchor: str = "mean"  # multi-interest user vector of L_uu: "mean" or "readout"
     single_channel_heads: bool = True  # L_uu / L_vv in their own projection heads' space
     mining: MiningConfig = dataclasses.field(default_factory=MiningConfig)
+
+    def validate(self) -> None:
+        check_fields(self, MIC_CHECKS)
+        self.mining.validate()
+
+
+# The allowed value of every MICConfig field (a new field: one more line). dropout 1 would drop
+# everything (and divide by zero in the rescaling); p_mask 1 is fine: the last item survives.
+MIC_CHECKS = (
+    number("mic_lambda", 0, 1), number("w_uv", 0), number("w_vv", 0), number("w_uu", 0),
+    number("temperature", 0, low_open=True), number("dropout", 0, 1, high_open=True),
+    number("p_mask", 0, 1), integer("mining_every", 1), integer("mining_start", 0),
+    boolean("mining_on_plateau"), number("mined_weight", 0, optional=True),
+    integer("contrastive_start", 0), integer("ramp_steps", 0), choice("uu_anchor", UU_ANCHORS),
+    boolean("single_channel_heads"),
+)
 
 
 def single_vectors(vectors: np.ndarray) -> np.ndarray:

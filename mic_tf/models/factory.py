@@ -8,13 +8,17 @@ from __future__ import annotations
 import dataclasses
 
 from mic_tf.data.dataset import ProcessedDataset
-from mic_tf.errors import ConfigError
+from mic_tf.data.pipeline import check_sampler
+from mic_tf.errors import UsageError
+from mic_tf.inference.datastore import INDEX_TYPES
 from mic_tf.inference.score import InferenceConfig
 from mic_tf.mic.model import ABLATIONS, MICModel
 from mic_tf.mic.plugin import MICConfig
 from mic_tf.models.encoders import ENCODERS
+from mic_tf.models.losses import BASIC_LOSSES
 from mic_tf.models.retrieval_model import RetrievalModel
 from mic_tf.training.trainer import TrainConfig
+from mic_tf.utils.checks import boolean, check_fields, choice, integer, number
 
 PLUGINS = ("none", "mic")
 EVAL_MODES = ("u2i", "cross_channel")
@@ -52,38 +56,47 @@ class ExperimentConfig:
         return "cross_channel" if self.plugin == "mic" else "u2i"
 
     def validate(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ConfigError(f"unknown encoder {self.encoder!r}; choose one of {sorted(ENCODERS)}")
-        if self.plugin not in PLUGINS:
-            raise ConfigError(f"unknown plugin {self.plugin!r}; choose one of {PLUGINS}")
-        if self.ablation not in ABLATIONS:
-            raise ConfigError(f"unknown ablation {self.ablation!r}; choose one of "
-                              f"{list(ABLATIONS)}")
-        if self.eval_mode not in (None, *EVAL_MODES):
-            raise ConfigError(f"unknown eval_mode {self.eval_mode!r}; choose one of {EVAL_MODES}")
+        """Every field of this config and of its parts, and the combinations that cannot work.
+
+        Raises UsageError naming the flag and the allowed range. Needs no data: run.py calls it
+        before any work (see `validate_for` for the checks that need the dataset).
+        """
+        check_fields(self, EXPERIMENT_CHECKS)
+        self.train.validate()
+        self.mic.validate()
+        self.inference.validate()
         if self.plugin == "none" and self.ablation != "full":
-            raise ConfigError(f"--ablation={self.ablation} needs --plugin=mic; the baseline has "
-                              f"no MIC component to ablate")
-        for name in ("embedding_dim", "num_interests", "routing_iterations"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+            raise UsageError(f"--ablation={self.ablation} needs --plugin=mic; the baseline has "
+                             f"no MIC component to ablate")
+        if self.plugin == "mic" and self.train.sampler == "all":
+            raise UsageError("--plugin=mic needs --sampler=comirec: the `all` sampler can put a "
+                             "user twice in a batch, which breaks the in-batch contrastive "
+                             "negatives")
+
+    def validate_for(self, ds: ProcessedDataset) -> None:
+        """The checks that need the data (run.py: after prepare, before anything is written)."""
+        self.validate()
         t = self.train
-        for name in ("batch_size", "maxlen", "max_steps", "eval_every", "patience"):
-            if getattr(t, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(t, name)}")
-        if t.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {t.learning_rate}")
-        m = self.mic
-        for name in ("mic_lambda", "dropout", "p_mask"):
-            if not 0 <= getattr(m, name) <= 1:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(m, name)}")
-        if m.temperature <= 0 or m.mining_every < 1:
-            raise ConfigError(f"temperature must be > 0 and mining_every >= 1, got "
-                              f"{m.temperature} and {m.mining_every}")
-        if self.plugin == "mic" and t.sampler == "all":
-            raise ConfigError("--plugin=mic needs --sampler=comirec: the `all` sampler can put a "
-                              "user twice in a batch, which breaks the in-batch contrastive "
-                              "negatives")
+        check_sampler(ds, t.sampler, t.batch_size, t.maxlen)
+        if self.plugin == "mic":
+            n = min(len(ds.split_range("train")), ds.num_items)
+            if self.mic.mining.num_clusters > n:
+                raise UsageError(f"--num_clusters={self.mic.mining.num_clusters} is not allowed: "
+                                 f"expected at most {n} (the training users and the items of "
+                                 f"{ds.name} are clustered)")
+
+
+# The allowed value of every ExperimentConfig field (a new field: one more line); the parts
+# (train, mic, inference) have their own tables.
+EXPERIMENT_CHECKS = (
+    choice("encoder", sorted(ENCODERS)), choice("plugin", PLUGINS),
+    choice("ablation", list(ABLATIONS)), choice("basic_loss", BASIC_LOSSES),
+    integer("embedding_dim", 1), integer("num_interests", 1), integer("routing_iterations", 1),
+    integer("num_sampled", 1, optional=True), integer("logistic_negatives", 1),
+    number("logistic_temperature", 0, low_open=True), boolean("use_category"),
+    boolean("use_user_features"), choice("index_type", INDEX_TYPES), boolean("evaluate_test"),
+    choice("eval_mode", EVAL_MODES, optional=True),
+)
 
 
 def build_model(cfg: ExperimentConfig, ds: ProcessedDataset) -> RetrievalModel:

@@ -40,7 +40,7 @@ import numpy as np
 from mic_tf.inference.score import InferenceConfig
 from mic_tf.serving.errors import BundleError
 from mic_tf.serving.keys import VERSION_RE
-from mic_tf.utils.io import atomic_dir
+from mic_tf.utils.io import atomic_dir, json_marker
 
 FORMAT = "mic-serving-bundle"
 FORMAT_VERSION = 1
@@ -116,9 +116,16 @@ def _check_parts(p: BundleParts) -> None:
         raise BundleError(f"history_cap {p.history_cap} < max(maxlen, M, M2)")
 
 
+def _is_bundle(folder: Path) -> str | None:
+    """`atomic_dir`'s test (None = a bundle this code wrote, so it may be replaced)."""
+    if json_marker(folder, META, ("format", "format_version", "version")):
+        return None
+    return f"no {META}"
+
+
 def check_target(folder: Path) -> None:
     """Refuses to replace a folder that is not a bundle (an empty folder is fine)."""
-    if folder.exists() and not (folder / META).exists():
+    if folder.exists() and _is_bundle(folder) is not None:
         if not folder.is_dir() or any(folder.iterdir()):
             raise BundleError("refusing to overwrite: it exists and is not a serving bundle "
                               f"(no {META}); pass a new or empty folder", path=folder)
@@ -134,7 +141,8 @@ def write_bundle(folder, parts: BundleParts, version: str | None = None) -> Path
     check_target(folder)
     _check_parts(parts)
     ds = parts.datastore
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, is_ours=_is_bundle, what="serving bundle",
+                    hint="Pass a new or empty --bundle_dir.") as tmp:
         parts.write_tower(tmp / "user_tower")
         ds.save(tmp / "datastore")
         _write_ids(tmp / "user_ids.txt", parts.user_raw_ids)

@@ -19,11 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from mic_tf.data.dataset import EvalSplit, ProcessedDataset
-from mic_tf.data.pipeline import make_train_dataset, steps_per_epoch
+from mic_tf.data.pipeline import SAMPLERS, make_train_dataset, steps_per_epoch
 from mic_tf.evaluation.evaluate import evaluate
 from mic_tf.errors import ConfigError
 from mic_tf.training.checkpoints import CheckpointKeeper, RunState
 from mic_tf.training.optimizers import FusedAdam, LazyAdam
+from mic_tf.utils.checks import INT32_MAX, boolean, check_fields, choice, integer, number
 from mic_tf.utils.faiss_index import ItemIndex
 
 SELECTION_METRIC = "recall@50"
@@ -50,8 +51,20 @@ class TrainConfig:
     grad_norm_every: int = 500  # TensorBoard: each term's gradient norm on the shared weights
     verbose: int = 1
 
+    def validate(self) -> None:
+        check_fields(self, TRAIN_CHECKS)
+
 
 OPTIMIZERS = ("auto", "adam", "lazy_adam")
+# The allowed value of every TrainConfig field (a new field: one more line).
+TRAIN_CHECKS = (
+    integer("batch_size", 1), integer("maxlen", 1), number("learning_rate", 0, low_open=True),
+    integer("max_steps", 1), integer("eval_every", 1), integer("patience", 1),
+    integer("seed", 0, INT32_MAX), choice("sampler", SAMPLERS), integer("log_every", 1),
+    boolean("jit_compile"), integer("top_n", 1), integer("eval_batch_size", 1),
+    boolean("exclude_history"), choice("optimizer", OPTIMIZERS), integer("grad_norm_every", 0),
+    integer("verbose", 0, 2),
+)
 # "auto" switches to LazyAdam from this catalogue size: below it nearly every row is touched each
 # step, so both give the same updates (and ComiRec's dense Adam stays the reference); above it
 # dense Adam's full-table moment updates dominate the step (3.4x slower at 292k items).

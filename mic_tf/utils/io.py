@@ -7,6 +7,7 @@ complete, so a crash or a Ctrl-C never leaves a half-written output that a later
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import http.client
 import json
@@ -19,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mic_tf.errors import DataError
+from mic_tf.errors import ConfigError, DataError
 
 _CHUNK = 1 << 20
 
@@ -41,14 +42,25 @@ def md5_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    umask = os.umask(0)  # the only portable way to read it; set back at once
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike):
-    """Yields a temporary path beside `final`; renames it to `final` only if the block succeeds."""
+    """Yields a temporary path beside `final`; renames it to `final` only if the block succeeds.
+
+    The file gets the mode `open()` would give (0666 minus the umask): mkstemp's 0600 would make
+    these files private while the rest of a run folder is not.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         yield Path(tmp)
         os.replace(tmp, final)
     except BaseException:
@@ -67,21 +79,81 @@ def atomic_write_json(final: str | os.PathLike, obj) -> None:
     atomic_write_text(final, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def json_marker(folder: Path, name: str, keys: tuple[str, ...]) -> bool:
+    """True when `folder/name` is a JSON object holding every key of `keys`."""
+    try:
+        meta = json.loads((folder / name).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(meta, dict) and all(k in meta for k in keys)
+
+
+def foreign_entries(folder: Path, patterns: tuple[str, ...]) -> list[str]:
+    """Names in `folder` that are not regular files matching one of `patterns` (glob)."""
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_symlink() or not p.is_file()
+                  or not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
+
+
+def check_replaceable(final: str | os.PathLike, is_ours, what: str, hint: str = "") -> None:
+    """Raises ConfigError unless `final` is absent, an empty folder, or a folder `is_ours`
+    recognises. Nothing is touched: the caller decides before it writes or deletes anything.
+
+    Args:
+      is_ours: `folder -> None` when the folder is one this project wrote and may replace, else a
+        short reason (e.g. the unexpected files it holds).
+      what: what the folder should be ("processed dataset", "datastore"), for the message.
+      hint: what the user can change (a flag, another folder).
+    """
+    final = Path(final)
+    hint = f" {hint}" if hint else ""
+    if not final.exists() and not final.is_symlink():
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise ConfigError(f"{final} is a file or a link, not a {what} folder; it was left "
+                          f"untouched.{hint}")
+    if not any(final.iterdir()):
+        return
+    reason = is_ours(final)
+    if reason is not None:
+        raise ConfigError(f"{final} is not a {what} folder written by mic-tf ({reason}), so it "
+                          f"was left untouched: nothing in it is deleted or replaced.{hint}")
+
+
+def ours_if(marker, patterns: tuple[str, ...]):
+    """An `is_ours` for `check_replaceable`: the folder passes `marker(folder)` and holds only
+    files matching `patterns` (a foreign file inside one of ours is not ours to delete)."""
+
+    def is_ours(folder: Path) -> str | None:
+        if not marker(folder):
+            found = sorted(p.name for p in folder.iterdir())
+            shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            return f"it holds {shown}"
+        foreign = foreign_entries(folder, patterns)
+        if foreign:
+            return f"it also holds {', '.join(foreign[:5])}, which mic-tf did not write"
+        return None
+
+    return is_ours
+
+
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike):
+def atomic_dir(final: str | os.PathLike, *, is_ours, what: str, hint: str = ""):
     """Yields an empty temporary folder beside `final`; swaps it into place if the block succeeds.
 
     An existing `final` is replaced only after the new folder is complete, so readers see either
-    the old complete folder or the new complete one.
+    the old complete folder or the new complete one. Only an empty folder or one that `is_ours`
+    recognises is replaced (see `check_replaceable`); it is checked before the work and again
+    just before the swap, since another process may have written there meanwhile.
     """
     final = Path(final)
+    check_replaceable(final, is_ours, what, hint)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual mode
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual mode
     try:
         yield tmp
+        check_replaceable(final, is_ours, what, hint)
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")

@@ -7,6 +7,7 @@ import csv
 import gzip
 import io
 import json
+import lzma
 import re
 import zlib
 from pathlib import Path
@@ -16,10 +17,16 @@ import pandas as pd
 
 from mic_tf.errors import DataError
 
+# What reading a truncated or corrupt .gz / .bz2 / .xz stream raises (pandas decompresses by the
+# file's suffix): EOFError and zlib.error are neither OSError nor ValueError.
+COMPRESSED_STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+
 
 def require_file(path: Path, hint: str) -> Path:
     """Returns `path` if it is a file; otherwise raises a DataError with `hint` (how to get it)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"is a folder, not a file; pass the raw file itself; {hint}", path=path)
     if not path.is_file():
         raise DataError(f"raw file not found; {hint}", path=path)
     return path
@@ -61,6 +68,9 @@ def read_table(path: Path, *, sep: str, columns: list[str] | None, required: lis
         raise DataError(f"malformed line ({e}){expect}", path=path, line=_parser_line(str(e))) from e
     except UnicodeDecodeError as e:
         raise DataError(f"not {encoding} text ({e}){expect}", path=path) from e
+    except COMPRESSED_STREAM_ERRORS as e:
+        raise DataError(f"truncated or corrupt compressed file ({type(e).__name__}: {e}); fetch "
+                        f"the file again", path=path) from e
     except (ValueError, TypeError) as e:
         # A dtype fast path failed: find the offending line with the strict string reader.
         if dtypes:
@@ -213,6 +223,13 @@ def numbers_to_epoch_seconds(values: pd.Series, *, path: Path, column: str, firs
     numeric = pd.to_numeric(values, errors="coerce")
     if not numeric.isna().any():
         arr = numeric.to_numpy()
+        if arr.dtype.kind == "b" or pd.api.types.infer_dtype(values, skipna=True) == "boolean":
+            raise DataError(f"column {column!r} holds booleans ({values.iloc[0]!r}), not times; "
+                            f"expected numbers or ISO dates/datetimes", **where(0))
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            row = int(np.argmax(~np.isfinite(arr)))  # an inf time would sort anywhere
+            raise DataError(f"column {column!r} value {values.iloc[row]!r} is not a finite "
+                            f"number; expected finite numbers or ISO dates/datetimes", **where(row))
         if arr.dtype.kind in "iu":
             return arr.astype(np.int64)
         if np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) \
@@ -224,6 +241,9 @@ def numbers_to_epoch_seconds(values: pd.Series, *, path: Path, column: str, firs
         is_number = numeric.notna().to_numpy()
         odd = is_number if is_number.sum() * 2 < len(is_number) else ~is_number
         row = int(np.argmax(odd))
+        if str(values.iloc[row]).strip().lower() in _NON_FINITE:
+            raise DataError(f"column {column!r} value {values.iloc[row]!r} is not a finite "
+                            f"number; expected finite numbers or ISO dates/datetimes", **where(row))
         raise DataError(f"column {column!r} mixes numbers and other values ({values.iloc[row]!r}); "
                         f"expected all numbers or all ISO dates/datetimes", **where(row))
     as_str = values.astype(str)
@@ -237,6 +257,9 @@ def numbers_to_epoch_seconds(values: pd.Series, *, path: Path, column: str, firs
         raise DataError(f"column {column!r} value {values.iloc[row]!r} is neither a number nor an "
                         f"ISO date/datetime (YYYY-MM-DD[THH:MM[:SS]][+HH:MM])", **where(row))
     return datetimes_to_epoch_seconds(times)
+
+
+_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 
 def datetimes_to_epoch_seconds(times: pd.Series) -> np.ndarray:

@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mic_tf.data.raw import RawDataset
-from mic_tf.data.sources.common import (_parser_line, datetimes_to_epoch_seconds,
-                                        numbers_to_epoch_seconds, require_file)
+from mic_tf.data.sources.common import (COMPRESSED_STREAM_ERRORS, _parser_line,
+                                        datetimes_to_epoch_seconds, numbers_to_epoch_seconds,
+                                        require_file)
 from mic_tf.errors import DataError
 
 OPTIONS = ("raw_path", "custom_user_col", "custom_item_col", "custom_time_col",
@@ -78,15 +79,42 @@ def _ids_as_text(column: pd.Series) -> pd.Series:
     return out.where(~missing, np.nan)
 
 
+def _truncated(path: Path, e: BaseException) -> DataError:
+    return DataError(f"truncated or corrupt compressed file ({type(e).__name__}: {e}); fetch or "
+                     f"compress it again", path=path)
+
+
+def _drop_trailing_blank_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Blank lines at the end of a CSV (an editor's extra newlines) are not rows. Blank lines
+    are read as rows (`skip_blank_lines=False`) so that line numbers stay right; inside the file
+    they are still an error naming their line."""
+    filled = df.notna().any(axis=1).to_numpy()
+    last = len(filled) - int(np.argmax(filled[::-1])) if filled.any() else 0
+    return df.iloc[:last]
+
+
+def _require_scalar_columns(schema: pa.Schema, columns: list[str], path: Path, what: str) -> None:
+    """Parquet columns of lists, structs or maps cannot be ids, times or categories."""
+    for name in columns:
+        kind = schema.field(name).type
+        if pa.types.is_nested(kind):
+            raise DataError(f"column {name!r} of the {what} holds lists or records ({kind}); "
+                            f"expected one value per row (explode or flatten it first)",
+                            path=path)
+
+
 def read_table(path: Path, what: str, required: list[str], optional: tuple[str, ...] = (),
                first_column: bool = False, all_columns: bool = False) -> pd.DataFrame:
     """Reads the needed columns of a CSV (all as text) or Parquet file, with clear errors."""
     path = Path(path)
     try:
         if _is_parquet(path):
-            names = pq.read_schema(path).names
+            schema = pq.read_schema(path)
+            names = schema.names
         else:
             names = pd.read_csv(path, nrows=0, encoding="utf-8").columns.tolist()
+    except COMPRESSED_STREAM_ERRORS as e:
+        raise _truncated(path, e) from e
     except (OSError, ValueError, pa.ArrowException, UnicodeDecodeError,
             pd.errors.ParserError) as e:
         kind = "Parquet" if _is_parquet(path) else "CSV"
@@ -104,13 +132,18 @@ def read_table(path: Path, what: str, required: list[str], optional: tuple[str, 
         raise DataError(f"the {what} has duplicate column names {names}", path=path)
     wanted = list(names) if all_columns else list(
         dict.fromkeys(required + [c for c in optional if c in names]))
+    if _is_parquet(path):
+        _require_scalar_columns(schema, wanted, path, what)
     try:
         if _is_parquet(path):
             df = pd.read_parquet(path, columns=wanted)
         else:
             # All columns are read (no usecols) so that a line with extra fields is an error.
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
-                             skip_blank_lines=False, encoding="utf-8", engine="c")
+            df = _drop_trailing_blank_rows(pd.read_csv(
+                path, dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=False,
+                encoding="utf-8", engine="c"))
+    except COMPRESSED_STREAM_ERRORS as e:
+        raise _truncated(path, e) from e
     except (OSError, ValueError, pa.ArrowException, UnicodeDecodeError,
             pd.errors.ParserError) as e:
         line = None if _is_parquet(path) else _parser_line(str(e))
@@ -132,9 +165,20 @@ def _require_values(df: pd.DataFrame, columns: list[str], path: Path, what: str)
 def _times(column: pd.Series, path: Path, name: str) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(column.dtype):
         return datetimes_to_epoch_seconds(column)
-    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+    if pd.api.types.is_bool_dtype(column.dtype):
+        raise DataError(f"column {name!r} holds booleans (True/False), not times; expected "
+                        f"numbers or ISO dates (check --custom_time_col)", **_where(path, 0))
+    if pd.api.types.is_numeric_dtype(column.dtype):
         values = column.to_numpy()
-        return values.astype(np.int64) if values.dtype.kind in "iu" else values.astype(np.float64)
+        if values.dtype.kind in "iu":
+            return values.astype(np.int64)
+        values = values.astype(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(f"column {name!r} value {values[row]} is not a finite number; "
+                            f"expected finite numbers or ISO dates", **_where(path, row))
+        return values
     if _is_parquet(path):
         return numbers_to_epoch_seconds(column.astype(object), path=path, column=name,
                                         first_line=1, row_label="row")

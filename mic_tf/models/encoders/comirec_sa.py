@@ -32,7 +32,9 @@ class ComiRecSA(UserTower):
         logits = ops.transpose(logits, (0, 2, 1))  # [B, K, L]
         logits = ops.where(ops.equal(mask[:, None, :], 0), _NEG_INF, logits)
         attention = ops.softmax(logits, axis=-1)
-        return ops.matmul(attention, history_emb)  # [B, K, D]
+        interests = ops.matmul(attention, history_emb)  # [B, K, D]
+        # K = 1 is a single-vector model: [B, D], as UserTower's contract says (no readout)
+        return interests[:, 0] if self.num_interests == 1 else interests
 
     def get_config(self):
         return {**super().get_config(), "num_interests": self.num_interests}
