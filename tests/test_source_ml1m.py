@@ -11,7 +11,7 @@ from localhost_server import serve
 from mic_tf.data.prepare import prepare_dataset
 from mic_tf.data.protocol import ProtocolParams
 from mic_tf.data.sources import get_source, ml1m
-from mic_tf.errors import DataError
+from mic_tf.errors import DataError, MicError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ml1m"
 
@@ -276,3 +276,20 @@ def test_published_checksums_are_pinned():
     assert ml1m.ZIP_SHA256 == "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"
     assert ml1m.ZIP_MD5 == "c4d9eecfca2ab87c1945afe126590906"
     assert ml1m.DEFAULT_URL == "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+
+
+def test_foreign_folder_where_the_extraction_goes_is_left_intact(tmp_path):
+    """Issue 15 item 1 for the zip route: `RAW_DIR/ml-1m` holding a user's own files is refused
+    before anything is extracted, and its content is untouched."""
+    zpath = tmp_path / "ml-1m.zip"
+    make_zip(zpath)
+    foreign = tmp_path / "raw" / "ml-1m"
+    (foreign / "sub").mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    (foreign / "sub" / "draft.tex").write_text("also mine")
+    with pytest.raises(MicError, match=r"not a ml-1m extraction folder.*notes\.txt"):
+        ml1m.locate(tmp_path / "raw", {"raw_path": str(zpath)})
+    assert sorted(p.relative_to(foreign).as_posix() for p in foreign.rglob("*")) == [
+        "notes.txt", "sub", "sub/draft.tex"]
+    assert (foreign / "notes.txt").read_text() == "mine"
+    assert not [p for p in foreign.parent.iterdir() if p.name != "ml-1m"]  # no temporaries
