@@ -366,6 +366,19 @@ def main(argv):
     if distributed is None or distributed.is_chief:
         print(json.dumps({"output_dir": out_dir, **{k: result[k] for k in ("valid", "test")
                                                      if k in result}}))
+    if distributed is not None:
+        finish(distributed)
+
+
+def finish(distributed) -> None:
+    """The workers wait for the chief's outputs, then all leave at once: a worker that exits
+    first is reported by TensorFlow's coordination service as crashed, and the others' exit
+    then waits for its heartbeat timeout. Everything is written (atomically) and flushed by
+    then, so the interpreter's finalisation is skipped (as on Ctrl-C, `interrupts.stop`)."""
+    distributed.collectives.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def check_same_data(distributed, fingerprint, ds) -> None:

@@ -112,10 +112,17 @@ class Collectives:
         self._sum = tf.function(lambda *xs: strategy.run(fn, args=xs), reduce_retracing=True)
 
     def _all_sum(self, arrays):
+        """Element-wise sums over workers, one all-reduce per dtype (a batch of mixed dtypes
+        would be concatenated into one buffer)."""
         import tensorflow as tf
 
-        out = self._sum(*(tf.constant(a) for a in arrays))
-        return [self.strategy.experimental_local_results(o)[0].numpy() for o in out]
+        out = [None] * len(arrays)
+        for dtype in sorted({a.dtype.str for a in arrays}):  # the same order on every worker
+            picked = [i for i, a in enumerate(arrays) if a.dtype.str == dtype]
+            sums = self._sum(*(tf.constant(arrays[i]) for i in picked))
+            for i, s in zip(picked, sums):
+                out[i] = self.strategy.experimental_local_results(s)[0].numpy()
+        return out
 
     def barrier(self) -> None:
         self._all_sum([np.ones([1], np.float32)])
