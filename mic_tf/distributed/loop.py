@@ -140,9 +140,10 @@ class DistributedTrainer:
             self.mining.attach_state(state)
             self.mining.writer = self.writer
         total_evals = math.ceil(c.max_steps / c.eval_every)
+        epochs = c.eval_every / steps_per_epoch(self.ds, c.sampler, c.batch_size)
         self.log(f"training {self.model.encoder_name}: up to {c.max_steps} steps, valid every "
-                 f"{c.eval_every} steps ({c.eval_every / steps_per_epoch(self.ds, c.sampler, c.batch_size):.1f}"
-                 f" epochs), patience {c.patience}, global batch {c.batch_size}")
+                 f"{c.eval_every} steps ({epochs:.1f} epochs), patience {c.patience}, global "
+                 f"batch {c.batch_size}")
         data = iter(self._dataset(state.evals_done * c.eval_every))
         for period in range(state.evals_done, total_evals):
             sums, start = {}, time.perf_counter()
