@@ -180,3 +180,50 @@ def test_run_py_refuses_impossible_distributed_flags(tmp_path):
     assert odd.returncode == 1 and "--batch_size=33 is not allowed with 2 workers" in odd.stderr
     # (--jit_compile with --distribute=multi_worker: tests/test_flags.py FLAG_CASES)
     assert not any((tmp_path / d).exists() for d in "ab")
+
+
+REPLICA_HELPERS = r"""
+import json
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from mic_tf.data.pipeline import make_train_dataset
+from mic_tf.models import replicas
+from tests.toy_data import toy_dataset
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+batch = next(iter(make_train_dataset(toy_dataset(num_users=80), batch_size=16, maxlen=5, seed=1)))
+x = tf.constant(np.arange(16 * 3, dtype=np.float32).reshape(16, 3))
+
+def fn():
+    users = replicas.local_rows(batch["user"], 8)
+    rows = replicas.local_rows(x, 8)
+    return {"users": users, "gathered": replicas.gather(users), "replica": replicas.replica_index(),
+            "mean": replicas.global_mean(tf.reduce_sum(rows), tf.size(rows)),
+            "offset": replicas.flat_offset(rows), "n": tf.constant(replicas.num_replicas())}
+
+out = strategy.run(fn)
+local = {k: [t.numpy().tolist() for t in strategy.experimental_local_results(v)]
+         for k, v in out.items()}
+print(json.dumps({"local": local, "users": batch["user"].numpy().tolist(),
+                  "alone": float(replicas.global_mean(tf.reduce_sum(x), tf.size(x)))}))
+"""
+
+
+def test_replica_helpers_split_the_global_batch_on_two_in_process_replicas():
+    """Two replicas (two logical CPUs, MirroredStrategy): each holds its half of the global
+    batch (distinct users, together the whole batch), `gather` returns the global batch in
+    replica order, the replicas' `global_mean` shares add up to the global mean, and the dropout
+    offset of replica r is r x its block size; alone, every helper is the identity."""
+    result = subprocess.run([sys.executable, "-c", REPLICA_HELPERS], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    local, users = got["local"], got["users"]
+    assert local["n"] == [2, 2] and local["replica"] == [0, 1]
+    assert local["users"][0] + local["users"][1] == users and len(set(users)) == 16
+    assert local["gathered"] == [users, users]
+    mean = np.arange(48).mean()
+    assert sum(local["mean"]) == pytest.approx(mean) and got["alone"] == pytest.approx(mean)
+    assert local["offset"] == [0, 24]
