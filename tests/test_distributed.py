@@ -92,29 +92,37 @@ def test_two_workers_compute_the_losses_of_one_process_with_the_global_batch(
     assert got["losses"][0]["loss"] != got["losses"][-1]["loss"]
 
 
-def test_launcher_full_run_writes_the_normal_run_folder(tmp_path):
-    out = tmp_path / "run"
-    result = launch(RUN_SMALL + ["--max_steps=40", f"--data_dir={tmp_path / 'data'}",
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """An uninterrupted 2-worker run through the launcher (160 steps, valid every 20)."""
+    tmp = tmp_path_factory.mktemp("full")
+    out = tmp / "run"
+    result = launch(RUN_SMALL + ["--max_steps=160", f"--data_dir={tmp / 'data'}",
                                  f"--output_dir={out}"])
     assert result.returncode == 0, result.stderr[-4000:]
+    return out, result
+
+
+def test_launcher_full_run_writes_the_normal_run_folder(full_run):
+    out, result = full_run
     final = json.loads(result.stdout.strip().splitlines()[-1])  # the chief's JSON line only
     assert final["output_dir"] == str(out) and "test" in final
     for name in ("flags.json", "metrics.json", "recommendations.jsonl",
                  "checkpoints/state.json", "checkpoints/best.weights.h5", "user_tower"):
         assert (out / name).exists(), name
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1  # chief only
     flags = json.loads((out / "flags.json").read_text())
     assert flags["distribute"] == "multi_worker" and flags["workers"] == 2
     assert flags["jit_compile"] is False
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["run"]["workers"] == 2 and metrics["run"]["steps"] == 40
+    assert metrics["run"]["workers"] == 2 and metrics["run"]["steps"] == 160
     assert 0 <= metrics["test"]["recall@50"] <= 1
 
 
-def test_a_killed_worker_stops_the_job_and_a_rerun_resumes(tmp_path):
+def test_a_killed_worker_stops_the_job_and_a_rerun_resumes(tmp_path, full_run):
     """SIGKILL to worker 1 after the first checkpoint: the launcher names it, stops the chief and
-    exits 1; the same command then resumes from the checkpoint and finishes."""
+    exits 1; the same command then resumes from the checkpoint and reaches the metrics of the
+    uninterrupted run (`full_run`, same flags and data)."""
     out = tmp_path / "run"
     run_args = RUN_SMALL + ["--max_steps=160", f"--data_dir={tmp_path / 'data'}",
                             f"--output_dir={out}"]
@@ -141,7 +149,12 @@ def test_a_killed_worker_stops_the_job_and_a_rerun_resumes(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     resumed = [line for line in result.stderr.splitlines() if "resuming from step" in line]
     assert resumed and int(resumed[0].split("resuming from step ")[1].split()[0]) >= 20
-    assert json.loads((out / "metrics.json").read_text())["run"]["steps"] == 160
+    resumed_metrics = json.loads((out / "metrics.json").read_text())
+    assert resumed_metrics["run"]["steps"] == 160
+    uninterrupted = json.loads((full_run[0] / "metrics.json").read_text())
+    for split in ("valid", "test"):
+        for name, value in uninterrupted[split].items():
+            assert resumed_metrics[split][name] == pytest.approx(value, abs=1e-9), (split, name)
 
 
 def test_tf_config_errors_name_what_to_change():
