@@ -122,6 +122,11 @@ flags.DEFINE_enum("eval_mode", None, ["u2i", "cross_channel"], "Ranking of valid
 flags.DEFINE_boolean("evaluate_test", True, "Evaluate the test users at the end. `--noevaluate_test` "
                      "is a selection run: the test split is sealed, metrics.json holds valid only.")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (same seed, same metrics).")
+flags.DEFINE_enum("distribute", "none", ["none", "multi_worker"], "`multi_worker`: this process "
+                  "is one worker of a data-parallel job (MultiWorkerMirroredStrategy) described "
+                  "by the TF_CONFIG environment variable; start local workers with `python -m "
+                  "mic_tf.distributed.launch --workers=N -- FLAGS`. Every worker gets the same "
+                  "flags; --batch_size is the global batch.")
 flags.DEFINE_integer("verbose", None, "Keras progress: 1 bar, 2 one line per period "
                      "(default: 1 on a terminal, else 2).")
 FLAGS = flags.FLAGS
@@ -165,6 +170,8 @@ def build_config(ds=None):
     requested = resolved("jit_compile")  # the flag, else the dataset's default (may be None)
     jit_compile = (default_jit_compile(ds.num_items, requested) if ds is not None
                    else bool(requested))
+    if FLAGS.distribute == "multi_worker":
+        jit_compile = False  # the step's collectives stay out of XLA (check_flags refuses True)
     verbose = FLAGS.verbose if FLAGS.verbose is not None else (1 if sys.stderr.isatty() else 2)
     train = TrainConfig(batch_size=batch_size, maxlen=resolved("maxlen"),
                         learning_rate=resolved("learning_rate"), max_steps=max_steps,
@@ -226,6 +233,43 @@ def check_flags() -> None:
     common_flags.protocol_params(FLAGS).validate()
     build_config().validate()
     check_output_dir(output_dir())
+    if FLAGS.distribute == "multi_worker" and FLAGS.jit_compile:
+        from mic_tf.distributed.loop import check_distributable
+        from mic_tf.training.trainer import TrainConfig
+        check_distributable(TrainConfig(jit_compile=True), 1)
+
+
+def start_distribution():
+    """With --distribute=multi_worker: reads TF_CONFIG, checks the flags against the cluster and
+    creates the strategy (before TensorFlow runs any op); None otherwise."""
+    if FLAGS.distribute != "multi_worker":
+        return None
+    from mic_tf.distributed.cluster import Distribution, cluster_from_env, make_strategy
+    from mic_tf.distributed.loop import check_distributable
+
+    cluster = cluster_from_env()
+    check_distributable(build_config().train, cluster.num_workers)
+    return Distribution(cluster, make_strategy(cluster))
+
+
+def chief_first(distributed, on_chief, on_others=None):
+    """Runs `on_chief` on the chief (alone: no worker runs before it is done), then every worker
+    learns whether it failed (a MicError stops them all with the chief's message), and the other
+    workers run `on_others`. Without `distributed`, just `on_chief()`."""
+    if distributed is None:
+        return on_chief()
+    result, error = None, None
+    if distributed.is_chief:
+        try:
+            result = on_chief()
+        except MicError as e:
+            error = str(e)
+    error = distributed.collectives.broadcast_json(error)
+    if error is not None:
+        raise MicError(error if distributed.is_chief else f"the chief stopped: {error}")
+    if not distributed.is_chief and on_others is not None:
+        result = on_others()
+    return result
 
 
 def resolved_flags(cfg, out_dir, ds) -> dict:
@@ -249,8 +293,10 @@ def resolved_flags(cfg, out_dir, ds) -> dict:
 
 
 # Paths may change between a run and its resumption (a moved data folder); what they hold may
-# not, and `data_fingerprint` (the processed content's checksums) is compared instead.
-RESUME_IGNORED = ("verbose", "output_dir", "flagfile", "data_dir", "raw_dir", "raw_path")
+# not, and `data_fingerprint` (the processed content's checksums) is compared instead. N workers
+# with global batch B train as one process with batch B, so a run may resume on other workers.
+RESUME_IGNORED = ("verbose", "output_dir", "flagfile", "data_dir", "raw_dir", "raw_path",
+                  "distribute", "workers")
 
 
 def check_same_run(out_dir, values) -> None:
@@ -284,24 +330,72 @@ def main(argv):
     if FLAGS.deterministic:
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
+    distributed = None
     try:
         preset = apply_mic_preset()  # before the checks: a preset's values are checked too
         check_flags()
-        ds = common_flags.prepare_from_flags(FLAGS)
+        distributed = start_distribution()
+        prepare = lambda: common_flags.prepare_from_flags(FLAGS)  # noqa: E731
+        ds = chief_first(distributed, prepare, prepare)  # the others find the chief's cache
         cfg = build_config(ds)
         cfg.validate_for(ds)
         out_dir = output_dir()
         values = resolved_flags(cfg, out_dir, ds)
         values["mic_preset_used"] = preset
-        check_same_run(out_dir, values)
-        atomic_write_json(os.path.join(out_dir, "flags.json"), values)
-        result = run_experiment(cfg, ds, out_dir)
+        values["workers"] = 1 if distributed is None else distributed.num_workers
+
+        def write_flags():
+            check_same_run(out_dir, values)
+            atomic_write_json(os.path.join(out_dir, "flags.json"), values)
+            return ds.meta["data_fingerprint"]
+
+        fingerprint = chief_first(distributed, write_flags)
+        if distributed is not None:
+            check_same_data(distributed, fingerprint, ds)
+        result = run_experiment(cfg, ds, out_dir, distributed=distributed)
     except MicError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         interrupts.stop(RESUME)
-    print(json.dumps({"output_dir": out_dir, **{k: result[k] for k in ("valid", "test")
-                                                 if k in result}}))
+    except Exception as e:  # noqa: BLE001 - a collective failed: a peer died or is unreachable
+        if distributed is None or not is_collective_failure(e):
+            raise
+        sys.exit(f"error: the multi-worker job stopped on {distributed.cluster.name} "
+                 f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): another worker died or "
+                 f"is unreachable; {RESUME}")
+    if distributed is None or distributed.is_chief:
+        print(json.dumps({"output_dir": out_dir, **{k: result[k] for k in ("valid", "test")
+                                                     if k in result}}))
+    if distributed is not None:
+        finish(distributed)
+
+
+def finish(distributed) -> None:
+    """The workers wait for the chief's outputs, then all leave at once: a worker that exits
+    first is reported by TensorFlow's coordination service as crashed, and the others' exit
+    then waits for its heartbeat timeout. Everything is written (atomically) and flushed by
+    then, so the interpreter's finalisation is skipped (as on Ctrl-C, `interrupts.stop`)."""
+    distributed.collectives.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def check_same_data(distributed, fingerprint, ds) -> None:
+    """Every worker must train on the chief's processed data (each prepares its own copy)."""
+    chief = distributed.collectives.broadcast_json(fingerprint)
+    if ds.meta["data_fingerprint"] != chief:
+        raise MicError(f"{distributed.cluster.name} prepared other data than the chief "
+                       f"(data_fingerprint {ds.meta['data_fingerprint']} vs {chief}); give every "
+                       f"worker the same raw files and data flags")
+
+
+def is_collective_failure(error) -> bool:
+    import tensorflow as tf
+
+    return isinstance(error, (tf.errors.UnavailableError, tf.errors.CancelledError,
+                              tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+                              tf.errors.InternalError))
 
 
 if __name__ == "__main__":

@@ -74,39 +74,64 @@ def most_popular(ds: ProcessedDataset, maxlen: int, top_n: int = 50,
     return out
 
 
+def make_trainer(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: Path, log,
+                 distributed=None):
+    """The run's trainer and the model that evaluates and exports: `Trainer` and its model, or
+    with `distributed` (a `mic_tf.distributed.cluster.Distribution`) the multi-worker loop and
+    its plain evaluation copy of the model."""
+    map_fn, callbacks = plugin_parts(cfg, ds, log)
+    if distributed is None:
+        model = build_model(cfg, ds)
+        trainer = Trainer(model, ds, cfg.train, out_dir, log=log, map_fn=map_fn,
+                          callbacks=callbacks, evaluator=make_evaluator(cfg, ds))
+        for callback in callbacks:
+            callback.writer = trainer.writer
+        return trainer, model
+    from mic_tf.distributed.loop import DistributedTrainer
+
+    trainer = DistributedTrainer(
+        lambda: build_model(cfg, ds), ds, cfg.train, out_dir, distributed.strategy,
+        distributed.is_chief, log=log, map_fn=map_fn, mining=callbacks[0] if callbacks else None,
+        evaluator=make_evaluator(cfg, ds) if distributed.is_chief else None)
+    return trainer, trainer.eval_model
+
+
 def run_experiment(cfg: ExperimentConfig, ds: ProcessedDataset, out_dir: str | Path,
-                   log=None) -> dict:
+                   log=None, distributed=None) -> dict:
     """Trains (or resumes), evaluates the test users once with the best weights, writes outputs.
 
     With `cfg.evaluate_test=False` (a selection run) the test split is sealed: only the valid
-    metrics are written, and no code path reads a test target."""
+    metrics are written, and no code path reads a test target. With `distributed` (a
+    `mic_tf.distributed.cluster.Distribution`) this process is one worker of a multi-worker job:
+    every worker trains, the chief alone evaluates and writes (the others return `{}`)."""
     cfg.validate_for(ds)  # before the run folder is created
+    chief = distributed is None or distributed.is_chief
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if not cfg.evaluate_test:
         ds.seal("test")
     keras.utils.set_random_seed(cfg.train.seed)
-    baseline = most_popular(ds, cfg.train.maxlen, cfg.train.top_n,
-                            ("valid", "test") if cfg.evaluate_test else ("valid",))
-    log("MostPopular: " + ", ".join(f"{split} recall@50 {m['recall@50']:.4f}"
-                                    for split, m in baseline.items()))
-    model = build_model(cfg, ds)
-    map_fn, callbacks = plugin_parts(cfg, ds, log)
-    trainer = Trainer(model, ds, cfg.train, out_dir, log=log, map_fn=map_fn, callbacks=callbacks,
-                      evaluator=make_evaluator(cfg, ds))
-    for callback in callbacks:
-        callback.writer = trainer.writer
+    baseline = {}
+    if chief:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        baseline = most_popular(ds, cfg.train.maxlen, cfg.train.top_n,
+                                ("valid", "test") if cfg.evaluate_test else ("valid",))
+        log("MostPopular: " + ", ".join(f"{split} recall@50 {m['recall@50']:.4f}"
+                                        for split, m in baseline.items()))
+    trainer, model = make_trainer(cfg, ds, out_dir, log, distributed)
     start = time.time()
     state = trainer.fit()
     train_seconds = time.time() - start
+    if not chief:
+        return {}
     info = {"encoder": cfg.encoder, "plugin": cfg.plugin, "ablation": cfg.ablation,
             "basic_loss": cfg.basic_loss, "jit_compile": cfg.train.jit_compile,
             "optimizer": trainer.optimizer_name,
             "steps": state.evals_done * cfg.train.eval_every,
             "best_step": (state.best_eval + 1) * cfg.train.eval_every,
             "train_seconds_this_process": round(train_seconds, 1),
-            "evaluate_test": cfg.evaluate_test, "eval_mode": cfg.resolved_eval_mode()}
+            "evaluate_test": cfg.evaluate_test, "eval_mode": cfg.resolved_eval_mode(),
+            "workers": 1 if distributed is None else distributed.num_workers}
     # The spec's fairness rule: no arm may stop at its step cap while valid recall still rises.
     info["stopped_at_cap_while_improving"] = (state.best_eval + 1 == state.evals_done
                                               and info["steps"] >= cfg.train.max_steps)

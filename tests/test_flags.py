@@ -127,6 +127,8 @@ FLAG_CASES = {
     "--plugin=mic --ramp_steps=-1": "--ramp_steps=-1 is not allowed: expected an integer >= 0",
     "--plugin=mic --mined_weight=nan": "--mined_weight=nan is not allowed",
     "--plugin=mic --mining_start=-5": "--mining_start=-5 is not allowed",
+    "--distribute=multi_worker --jit_compile": "--jit_compile is not allowed with "
+                                                "--distribute=multi_worker",
     "--encoder=comirec_dr": None,  # allowed
     "--plugin=mic --ablation=-mining": None,
 }

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mic_tf.models import replicas
+
 NEG_INF = -1e9
 
 
@@ -58,7 +60,8 @@ def info_nce(anchors, positives, positive_mask, candidates, candidate_mask, temp
     """
     unit = (lambda x: x) if unit_inputs else _unit
     a = unit(anchors)
-    c = a if candidates is None else unit(candidates)
+    # Split over replicas, the in-batch candidates are every replica's rows (`replicas`).
+    c = replicas.gather(a if candidates is None else unit(candidates))
     scale = 1.0 / temperature
     pos = _row_dot(a, unit(positives)) * scale
     # Masks are added as 0 / -1e9 biases: same values as a `where`, cheaper in both directions.
@@ -70,7 +73,7 @@ def info_nce(anchors, positives, positive_mask, candidates, candidate_mask, temp
     per_pair = tf.nn.softplus(neg_lse - pos)  # = -pos + log(exp(pos) + exp(neg_lse))
     weight = tf.cast(positive_mask, per_pair.dtype)
     if mined_weight is None or positives.shape[1] <= num_real:
-        return tf.math.divide_no_nan(tf.reduce_sum(per_pair * weight), tf.reduce_sum(weight))
+        return replicas.global_mean(tf.reduce_sum(per_pair * weight), tf.reduce_sum(weight))
     return _split_weighting(per_pair, weight, float(mined_weight), num_real)
 
 
@@ -88,7 +91,7 @@ def _split_weighting(per_pair, weight, mined_weight: float, num_real: int):
         valid = tf.cast((real_w + has_mined) > 0, per_pair.dtype)
     else:
         per_anchor, valid = mined_mean, has_mined
-    return tf.math.divide_no_nan(tf.reduce_sum(per_anchor * valid), tf.reduce_sum(valid))
+    return replicas.global_mean(tf.reduce_sum(per_anchor * valid), tf.reduce_sum(valid))
 
 
 def _mask_bias(mask):
@@ -100,8 +103,9 @@ def in_batch_mask(ids, exclude=None):
     """`[B, B]` bool: batch row j is a negative for anchor i when it has another id than i's and,
     with `exclude` (`[B, P]` ids of each anchor's mined positives, -1 = none), its id is not one
     of anchor i's positives."""
-    mask = tf.not_equal(ids[:, None], ids[None, :])
-    return mask if exclude is None else mask & _not_listed(ids, exclude)
+    columns = replicas.gather(ids)  # the candidates: every replica's batch rows
+    mask = tf.not_equal(ids[:, None], columns[None, :])
+    return mask if exclude is None else mask & _not_listed(columns, exclude)
 
 
 def _not_listed(ids, lists):
@@ -145,9 +149,9 @@ def user_item_loss(users, items, item_ids, temperature, mined_items=None, mined_
     item_negatives = in_batch_mask(item_ids)
     user_negatives = item_negatives
     if mined_item_ids is not None:
-        item_negatives = item_negatives & _not_listed(item_ids, mined_item_ids)
+        item_negatives = item_negatives & _not_listed(replicas.gather(item_ids), mined_item_ids)
     if mined_user_ids is not None and user_ids is not None:
-        user_negatives = user_negatives & _not_listed(user_ids, mined_user_ids)
+        user_negatives = user_negatives & _not_listed(replicas.gather(user_ids), mined_user_ids)
     u2i = info_nce(users, pos_items, pos_items_mask, items, item_negatives, temperature,
                    unit_inputs=unit_inputs, mined_weight=mined_weight)
     i2u = info_nce(items, pos_users, pos_users_mask, users, user_negatives, temperature,

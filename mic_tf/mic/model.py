@@ -27,6 +27,7 @@ import tensorflow as tf
 from mic_tf.errors import ConfigError
 from mic_tf.mic import contrastive
 from mic_tf.mic.perturbation import hash_keep_mask
+from mic_tf.models import replicas
 from mic_tf.models.retrieval_model import RetrievalModel
 
 # What each ablation turns off (paper Table 4). -u2u/-u2i/-i2i act at inference only.
@@ -201,8 +202,9 @@ class MICModel(RetrievalModel):
         if seed is None:  # rate 0
             return lambda x: x
         scale = 1.0 / (1.0 - self.dropout)
-        return lambda x: tf.where(hash_keep_mask(x, seed, self.dropout), x * scale,
-                                  tf.zeros_like(x))
+        # flat_offset: split over replicas, each replica's rows get the global batch's masks
+        return lambda x: tf.where(hash_keep_mask(x, seed, self.dropout, replicas.flat_offset(x)),
+                                  x * scale, tf.zeros_like(x))
 
     def _user_view(self, features, target_emb, seed):
         view = {"history": features["history_view"],

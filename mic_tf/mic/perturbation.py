@@ -87,15 +87,15 @@ def _lowbias32(h):
 
 
 @tf.function(jit_compile=True)
-def _hash_keep_mask(x, seed, rate: float):
+def _hash_keep_mask(x, seed, rate: float, offset):
     key = tf.cast(tf.bitwise.bitwise_and(seed, 0xFFFFFFFF), tf.uint32)
-    index = tf.cast(tf.range(tf.size(x)), tf.uint32)
+    index = tf.cast(tf.range(tf.size(x)), tf.uint32) + offset
     bits = _lowbias32(tf.bitwise.bitwise_xor(_lowbias32(index + key[0]), key[1]))
     threshold = tf.constant(min(round(rate * 2.0**32), 2**32 - 1), tf.uint32)
     return tf.reshape(bits >= threshold, tf.shape(x))
 
 
-def hash_keep_mask(x, seed, rate: float):
+def hash_keep_mask(x, seed, rate: float, offset=None):
     """Dropout's keep mask for `x` (any shape): True with probability `1 - rate`.
 
     A counter-based generator: element i keeps when `h(h(i + k0) ^ k1) >= rate * 2^32`, with
@@ -104,5 +104,10 @@ def hash_keep_mask(x, seed, rate: float):
     slower still; this mask is a few fused integer ops (XLA-compiled here and inside the
     XLA update alike, so both give the same masks). Not for cryptography; for dropout, the
     keep rate and the independence between elements and steps are what matter (tested).
+
+    `offset` (uint32) shifts the element index: a block of a larger tensor that starts at flat
+    index `offset` gets the block of that tensor's mask (the rows of one replica, see
+    `mic_tf.models.replicas.flat_offset`).
     """
-    return _hash_keep_mask(x, seed, float(rate))
+    offset = tf.constant(0, tf.uint32) if offset is None else tf.cast(offset, tf.uint32)
+    return _hash_keep_mask(x, seed, float(rate), offset)

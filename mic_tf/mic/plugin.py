@@ -110,14 +110,21 @@ class MiningCallback(keras.callbacks.Callback):
         state.mining_started_at = step
         return True
 
+    def due(self, step: int) -> bool:
+        """Whether to mine after global step `step` (records the first mining step)."""
+        first = self.state is None or self.state.mining_started_at < 0
+        return self._started(step) and (first or step % self.every == 0)
+
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        first = self.state is None or self.state.mining_started_at < 0
-        if self._started(step) and (first or step % self.every == 0):
+        if self.due(step):
             self.mine(step)
 
-    def mine(self, step: int) -> dict:
-        model = self.model
+    def compute(self, step: int, model=None):
+        """Embeds the training users and items with `model` (default: the callback's) and mines
+        their neighbours; returns `(MinedNeighbours, user bank [U, D], seconds)` and logs them.
+        The multi-worker loop runs this on the chief and broadcasts the result."""
+        model = self.model if model is None else model
         start = time.perf_counter()
         users = single_vectors(model.predict(
             {"history": self.histories, "user_features": self.user_features},
@@ -127,7 +134,6 @@ class MiningCallback(keras.callbacks.Callback):
         items_joint = keras.ops.convert_to_numpy(model.item_head(items))
         embed_seconds = time.perf_counter() - start
         mined = mine(users, items, users_joint, items_joint, self.cfg)
-        model.assign_mined(mined, users)
         total = time.perf_counter() - start
         seconds = {"embed": round(embed_seconds, 3), **mined.seconds, "total": round(total, 3)}
         self.log(f"step {step}: mined neighbours of {len(users)} users and {len(items) - 1} items "
@@ -136,6 +142,11 @@ class MiningCallback(keras.callbacks.Callback):
             with self.writer.as_default(step=step):
                 for name, value in seconds.items():
                     tf.summary.scalar(f"mining/{name}_seconds", value)
+        return mined, users, seconds
+
+    def mine(self, step: int) -> dict:
+        mined, users, seconds = self.compute(step)
+        self.model.assign_mined(mined, users)
         return seconds
 
 

@@ -4,6 +4,11 @@ All three take the user vector `[B, D]` (after the readout for multi-interest en
 target ids `[B]` and the item table, and return a scalar. Negative sampling is *stateless*: the
 candidates of step `s` depend only on `(seed, s)`, so a resumed run draws the same negatives as an
 uninterrupted one, and no sampler op blocks XLA.
+
+Means are over the global batch (`replicas.global_mean`): with the batch split over replicas,
+each replica returns its share and the shares add up to the mean. The sampled-softmax candidates
+depend on `(seed, step)` alone, so every replica draws the same ones: the candidates are shared
+across replicas without any communication.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import math
 
 import tensorflow as tf
+
+from mic_tf.models import replicas
 
 BASIC_LOSSES = ("sampled_softmax", "logistic", "full_softmax")
 
@@ -85,14 +92,19 @@ def sampled_softmax_loss(user, targets, table, sampled, sampled_expected):
     hits = tf.cast(tf.equal(targets[:, None], sampled[None, :]), sampled_logit.dtype)
     sampled_logit += hits * tf.cast(-3.4028235e38, sampled_logit.dtype)
     logits = tf.concat([true_logit, sampled_logit], axis=1)
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+    return batch_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.zeros_like(targets), logits=logits))
+
+
+def batch_mean(per_example):
+    """The mean over the (global) batch of `[B]` per-example losses (`replicas.global_mean`)."""
+    return replicas.global_mean(tf.reduce_sum(per_example), tf.size(per_example))
 
 
 def full_softmax_loss(user, targets, table):
     """Softmax cross-entropy over every real item (rows 1..N of the table)."""
     logits = tf.matmul(user, table[1:], transpose_b=True)  # [B, N]
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+    return batch_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=targets - 1, logits=logits))
 
 
@@ -110,4 +122,4 @@ def logistic_loss(user, targets, table, negatives, temperature: float):
     pos_loss = tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(pos), pos / temperature)
     neg_loss = tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(neg), neg / temperature)
     total = tf.reduce_sum(pos_loss) + tf.reduce_sum(neg_loss * keep)
-    return total / (tf.cast(tf.size(pos), neg.dtype) + tf.reduce_sum(keep))
+    return replicas.global_mean(total, tf.cast(tf.size(pos), neg.dtype) + tf.reduce_sum(keep))

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from mic_tf.errors import ConfigError
-from mic_tf.models import losses
+from mic_tf.models import losses, replicas
 from mic_tf.models.encoders import get_encoder
 from mic_tf.models.towers import ItemTower
 
@@ -165,9 +165,12 @@ class RetrievalModel(keras.Model):
         if self.basic_loss == "full_softmax":
             return {}
         if self.basic_loss == "logistic":
-            count = features["target"].shape[0] * self.logistic_negatives  # fixed batch size
+            # Drawn for the global batch (fixed size), then this replica's rows (`replicas`).
+            rows = features["target"].shape[0]
+            count = rows * replicas.num_replicas() * self.logistic_negatives
             neg, _ = losses.log_uniform_sample(self.step_seed(10), count, self.num_items)
-            return {"negatives": tf.reshape(neg, [-1, self.logistic_negatives])}
+            neg = tf.reshape(neg, [-1, self.logistic_negatives])
+            return {"negatives": replicas.local_rows(neg, rows)}
         sampled, expected = losses.log_uniform_sample(self.step_seed(10), self.num_sampled,
                                                       self.num_items)
         return {"negatives": sampled, "expected_counts": expected}
@@ -177,11 +180,21 @@ class RetrievalModel(keras.Model):
         return update(data, self.draw_noise(data))
 
     def _update(self, data, noise):
+        return self._track(self.train_update(data, noise))
+
+    def train_update(self, data, noise) -> dict:
+        """The one training step: every loss term, their gradients, the optimizer update.
+
+        `fit` runs it through `train_step` (optionally XLA-compiled); the multi-worker loop
+        (`mic_tf.distributed.loop`) runs it in each replica with `strategy.run`, where the losses'
+        batch means and in-batch candidates span every replica (`replicas`) and Keras' optimizer
+        sums the gradients over replicas. Returns the loss terms (this replica's share of each).
+        """
         with tf.GradientTape() as tape:
             values = self.compute_losses(data, training=True, noise=noise)
         grads = tape.gradient(values["loss"], self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
-        return self._track(values)
+        return values
 
     def shared_variables(self) -> list:
         """The weights every loss term reaches: the item tower's table(s) and the user tower."""
