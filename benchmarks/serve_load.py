@@ -3,8 +3,9 @@ the HTTP service and the load generator on this machine.
 
     python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m              # build once, then reuse
     python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m --rates=100 --seconds=20
-    python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m --workers=2
-    python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m --serve_cwd=/path/to/other/checkout
+    python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m --workers=1  # one process
+    python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m --serve_cwd=/path/to/old/checkout \
+        --workers=0       # another checkout's service (one without --workers) under this load
 
 1. Builds (or reuses) a bundle: clustered unit item vectors (as `inference_latency.py`), a user
    tower (`--encoder`; its item table = those vectors; YouTube DNN's projection = identity, so
@@ -67,7 +68,8 @@ flags.DEFINE_float("event_share", 0.1, "Share of requests that are click events.
 flags.DEFINE_float("timeout", 5.0, "Client time-out per request (s); counted as an error.")
 flags.DEFINE_boolean("restart", True, "Measure the recovery after a Redis restart.")
 flags.DEFINE_string("serve_args", "", "Extra flags for `serve` (space separated).")
-flags.DEFINE_integer("workers", 1, "`serve --workers` (waits for every worker before loading).")
+flags.DEFINE_integer("workers", 2, "`serve --workers=N` (waits for every worker before loading); "
+                     "0: pass no --workers (a checkout that predates it: one process).")
 flags.DEFINE_string("serve_cwd", None, "Run the service from this checkout (e.g. another branch, "
                     "to compare it under this same load generator); default: this one.")
 flags.DEFINE_integer("seed", 0, "Seed.")
@@ -329,15 +331,49 @@ def summarise(rate, results, wall):
             "worker_share": {w: round(c / len(results), 3) for w, c in sorted(workers.items())}}
 
 
-def run_rate(port, rate, num_users, num_items, seed):
+def cpu_seconds(root_pid: int) -> float:
+    """CPU time (user + system, every thread) of a process and all its descendants, from /proc
+    (the service's worker processes are its children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _) in stats.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(stats[p][1] for p in tree if p in stats) / tick
+
+
+def run_rate(port, rate, num_users, num_items, seed, pids=None):
+    """One rate; `pids` = {"server": pid, "redis": pid}: their CPU per request is reported
+    (ms of CPU per request, every request kind, over the measured seconds), with the load
+    generator's own."""
     rng = np.random.default_rng(seed)
     warm = []
     asyncio.run(offered_load(port, rate, FLAGS.warmup, rng, num_users, num_items, warm))
     results = []
     load_before = [round(x, 2) for x in os.getloadavg()]
+    pids = pids or {}
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    me0 = sum(os.times()[:2])
     wall = asyncio.run(offered_load(port, rate, FLAGS.seconds, rng, num_users, num_items,
                                     results))
-    return {**summarise(rate, results, wall), "loadavg_before": load_before,
+    cpu = {f"{name}_cpu_ms_per_request": round((cpu_seconds(pid) - cpu0[name]) * 1000
+                                               / max(len(results), 1), 3)
+           for name, pid in pids.items()}
+    cpu["load_generator_cpu_ms_per_request"] = round(
+        (sum(os.times()[:2]) - me0) * 1000 / max(len(results), 1), 3)
+    return {**summarise(rate, results, wall), **cpu, "loadavg_before": load_before,
             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
@@ -349,9 +385,12 @@ def start_service(bundle_dir, redis_url, port, work):
 
     cmd = [sys.executable, "-m", "mic_tf.serving", "serve", f"--bundle_dir={bundle_dir}",
            f"--redis_url={redis_url}", f"--port={port}"] + FLAGS.serve_args.split()
-    if FLAGS.workers != 1:
+    if FLAGS.workers:
         cmd.append(f"--workers={FLAGS.workers}")
-    logf = open(os.path.join(work, "serve.log"), "w")
+    logf = open(os.path.join(work, "serve.log"), "a")  # every run kept (tracebacks of 500s)
+    logf.write(f"=== {time.strftime('%FT%TZ', time.gmtime())} {' '.join(cmd[2:])} "
+               f"(cwd {FLAGS.serve_cwd or 'this checkout'})\n")
+    logf.flush()
     cwd = FLAGS.serve_cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=cwd)
     deadline = time.monotonic() + 900
@@ -360,7 +399,8 @@ def start_service(bundle_dir, redis_url, port, work):
             raise SystemExit(f"serve exited: see {work}/serve.log")
         try:
             r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-            if r.status_code == 200 and len(r.json().get("workers", [0])) == FLAGS.workers:
+            if r.status_code == 200 and len(r.json().get("workers", [0])) == max(FLAGS.workers,
+                                                                               1):
                 return proc
         except httpx.HTTPError:
             pass
@@ -439,7 +479,8 @@ def main(argv):
               flush=True)
         users, items = bundle.meta["num_users"], bundle.num_items
         for j, rate in enumerate(FLAGS.rates):
-            print(json.dumps(run_rate(port, float(rate), users, items, FLAGS.seed + j)),
+            print(json.dumps(run_rate(port, float(rate), users, items, FLAGS.seed + j,
+                                      {"server": service.pid, "redis": redis.proc.pid})),
                   flush=True)
         if FLAGS.restart:
             print(json.dumps(measure_restart(redis, port, users, items)), flush=True)

@@ -239,6 +239,24 @@ def test_events_reach_the_next_recommend(service):
     assert body["history_length"] == min(len(seen) + 1, model.cap)
 
 
+def test_the_thread_pool_route_gives_the_same_answers(service):
+    """`--noinline_recommend` (recommend in FastAPI's thread pool, not on the event loop's
+    thread) answers exactly the same."""
+    import dataclasses
+
+    from mic_tf.serving.app import create_app
+
+    state, client, _ = service
+    assert state.settings.inline_recommend  # the default
+    app = create_app(dataclasses.replace(state.settings, inline_recommend=False), state.model)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=60) as pool:
+        for body in ({"user_id": state.model.user_raw[3], "n": 30},
+                     {"user_id": state.model.user_raw[800], "n": 200},
+                     {"history": ["50", "172"], "n": 20}):
+            inline, threaded = (answer(post(c, "/v1/recommend", body))[3] for c in (client, pool))
+            assert without_timings(inline) == without_timings(threaded)
+
+
 # --------------------------------------------------------------------------- bad input, keys
 def test_bad_input_gets_clear_4xx(service):
     state, client, _ = service
@@ -448,6 +466,31 @@ def test_slow_redis_times_out_to_degraded_answers(service, redis_server):
         assert r.status_code == 503 and "Retry-After" in r.headers
     finally:
         redis_server.resume()
+    wait_for(lambda: not post(client, "/v1/recommend", {"user_id": user, "n": 10}).json()[
+        "degraded"], what="recovery after the pause")
+
+
+def test_redis_time_outs_under_concurrent_traffic_never_answer_500(service, redis_server):
+    """Redis paused under four concurrent clients: their calls in flight time out together;
+    every recommend degrades, every event gets 503, none is a 500 (the first time-out used to
+    close the sockets the other request threads were reading from)."""
+    state, client, _ = service
+    users = list(state.model.user_raw[:50])
+    with httpx.Client(base_url=client.base_url, timeout=60) as c, \
+            Traffic(c, users, threads=4) as traffic:
+        wait_for(lambda: traffic.count() >= 10, what="traffic")
+        redis_server.pause()
+        try:
+            time.sleep(4.5)  # past the fixture's 3 s time-out: every call in flight times out
+        finally:
+            redis_server.resume()
+        count = traffic.count()
+        wait_for(lambda: traffic.count() >= count + 20, what="traffic after the pause")
+    bad = [x for x in traffic.results if x[1] not in (200, 503)]
+    assert not bad, bad[:5]
+    assert all(x[0] == "/v1/events" for x in traffic.results if x[1] == 503)
+    assert any(x[0] == "/v1/recommend" and x[2]["degraded"] for x in traffic.results)
+    user = state.model.user_raw[4]
     wait_for(lambda: not post(client, "/v1/recommend", {"user_id": user, "n": 10}).json()[
         "degraded"], what="recovery after the pause")
 

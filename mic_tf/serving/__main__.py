@@ -49,9 +49,13 @@ flags.DEFINE_integer("max_body_bytes", 65536, "serve: request body limit.")
 flags.DEFINE_integer("max_concurrency", 64, "serve: requests in progress before 503.")
 flags.DEFINE_integer("faiss_threads", 1, "serve: Faiss OpenMP threads.")
 flags.DEFINE_integer("tf_threads", 1, "serve: TensorFlow intra-op threads.")
-flags.DEFINE_integer("workers", 1, "serve: uvicorn worker processes sharing the port, each with "
-                     "its own copy of the model (memory x N) and its own GIL; a reload reaches "
-                     "every worker (BUILD_NOTES, Serving). 1: one process, as before.")
+flags.DEFINE_boolean("inline_recommend", True, "serve: run recommend on the event loop's "
+                     "thread (--noinline_recommend: in FastAPI's thread pool; BUILD_NOTES, "
+                     "Serving).")
+flags.DEFINE_integer("workers", 2, "serve: uvicorn worker processes sharing the port, each with "
+                     "its own copy of the model (memory x N, x 2N during a reload) and its own "
+                     "GIL; a reload reaches every worker. 2 measured best on this 2-core machine "
+                     "(benchmarks/README); 1: one process.")
 FLAGS = flags.FLAGS
 
 
@@ -120,7 +124,8 @@ def cmd_serve():
                             connect_timeout_ms=FLAGS.redis_connect_timeout_ms,
                             backoff_ms=FLAGS.redis_backoff_ms),
         max_n=FLAGS.max_n, max_history=FLAGS.max_history, max_body_bytes=FLAGS.max_body_bytes,
-        faiss_threads=FLAGS.faiss_threads, tf_intra_threads=FLAGS.tf_threads)
+        faiss_threads=FLAGS.faiss_threads, tf_intra_threads=FLAGS.tf_threads,
+        inline_recommend=FLAGS.inline_recommend)
     if FLAGS.workers > 1:
         return _serve_workers(settings, api_key)
     application = create_app(settings)

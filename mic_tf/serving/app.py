@@ -55,6 +55,10 @@ class ServingSettings:
       default_n: `n` when a request gives none (None: the bundle's `top_n`).
       faiss_threads / tf_intra_threads / tf_inter_threads: thread pools (1 suits batch-1
         requests served from several threads).
+      inline_recommend: run recommend on the event loop's thread instead of FastAPI's thread
+        pool (BUILD_NOTES, Serving: the hand-off's two cross-thread wake-ups cost more GIL time
+        than the Redis, tower and Faiss waits it lets other requests use; the processes of
+        `--workers` are the parallelism).
       state_dir: the folder the workers of `serve --workers=N` share (`workers.py`); None for
         one process.
       sync_poll_s: how often a worker reads the shared reload state.
@@ -72,6 +76,7 @@ class ServingSettings:
     faiss_threads: int = 1
     tf_intra_threads: int = 1
     tf_inter_threads: int = 2
+    inline_recommend: bool = True
     state_dir: str | None = None
     sync_poll_s: float = 0.2
     reload_prepare_timeout_s: float = 900.0
@@ -314,8 +319,10 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
     def _unauthorised(request, exc):
         return _error(401, "missing or wrong X-API-Key header")
 
-    @app.post("/v1/recommend", response_model=RecommendResponse,
-              responses={422: {"description": "invalid request or unknown item ids"}})
+    recommend_route = app.post("/v1/recommend", response_model=RecommendResponse,
+                               responses={422: {"description": "invalid request or unknown "
+                                                               "item ids"}})
+
     def recommend(body: RecommendRequest):
         """Ranked raw item ids with their scores and the channels that retrieved each."""
         model = state.model  # this request's bundle, whatever a reload does meanwhile
@@ -327,6 +334,14 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
             return _error(422, str(e), unknown_item_ids=e.ids)
         # orjson: ~20x faster than json.dumps on N = 200 item dicts (~1 ms saved per request)
         return Response(orjson.dumps(rec.as_dict()), media_type="application/json")
+
+    if settings.inline_recommend:
+        async def recommend_inline(body: RecommendRequest):
+            return recommend(body)  # on the event loop's thread: no hand-off to the pool
+        recommend_inline.__doc__ = recommend.__doc__
+        recommend_route(recommend_inline)
+    else:
+        recommend_route(recommend)
 
     @app.post("/v1/events", response_model=EventResponse, dependencies=[Depends(require_key)],
               responses={401: {"description": "API key missing or wrong"},
