@@ -5,10 +5,11 @@
     POST /v1/admin/reload  {"bundle_dir": ...}                         (API key when one is set)
     GET  /healthz, GET /metrics (Prometheus text), GET /openapi.json, GET /docs
 
-Routes are plain functions, run by FastAPI in its thread pool: the tower and Faiss release the
-GIL, and a request takes the model it starts with (`state.model`), so a reload swaps one
-reference and requests in flight finish on the old bundle. With `serve --workers=N` each worker
-process runs this app; `workers.py` carries a reload to all of them (`state_dir`).
+`recommend` runs on the event loop's thread (`inline_recommend`, the default; BUILD_NOTES says
+why), the other routes are plain functions run by FastAPI in its thread pool. A request takes
+the model it starts with (`state.model`), so a reload swaps one reference and requests in
+flight finish on the old bundle. With `serve --workers=N` each worker process runs this app;
+`workers.py` carries a reload to all of them (`state_dir`).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the request models, which are
@@ -291,6 +292,7 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
     state = AppState(settings, model)
     (RecommendRequest, Event, ReloadRequest, RecommendResponse, EventResponse,
      ReloadResponse) = _models(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
