@@ -3,6 +3,9 @@ the HTTP service and the load generator on this machine.
 
     python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m              # build once, then reuse
     python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m --rates=100 --seconds=20
+    python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m --workers=1  # one process
+    python benchmarks/serve_load.py --bundle_dir=/tmp/serve1m --serve_cwd=/path/to/old/checkout \
+        --workers=0       # another checkout's service (one without --workers) under this load
 
 1. Builds (or reuses) a bundle: clustered unit item vectors (as `inference_latency.py`), a user
    tower (`--encoder`; its item table = those vectors; YouTube DNN's projection = identity, so
@@ -20,8 +23,12 @@ the HTTP service and the load generator on this machine.
 3. For each rate: Poisson arrivals for `--seconds` (after `--warmup` seconds), `--event_share`
    of them click events (random user, random item), the rest `recommend` for a random training
    user with n = N; latency from the scheduled send time (no coordinated omission), over
-   keep-alive connections opened as needed. One JSON line per rate: achieved rate, p50 / p99 /
-   p99.9, errors, and the server's per-stage times (from each answer's `timings_ms`).
+   keep-alive connections opened as needed and reused oldest-idle first (so that requests
+   spread over every open connection, hence over the workers that accepted them, as a client
+   population would; newest-first reuse funnelled a light load onto one or two connections).
+   One JSON line per rate: achieved rate, p50 / p99 / p99.9, errors, the server's per-stage
+   times (from each answer's `timings_ms`), the share of answers per worker (`X-Mic-Worker`)
+   and the machine's load average before and after.
 4. `--restart`: stops Redis (its data saved) under load at the middle rate, starts it again and
    measures how long the service takes to answer with every channel again.
 """
@@ -61,6 +68,10 @@ flags.DEFINE_float("event_share", 0.1, "Share of requests that are click events.
 flags.DEFINE_float("timeout", 5.0, "Client time-out per request (s); counted as an error.")
 flags.DEFINE_boolean("restart", True, "Measure the recovery after a Redis restart.")
 flags.DEFINE_string("serve_args", "", "Extra flags for `serve` (space separated).")
+flags.DEFINE_integer("workers", 2, "`serve --workers=N` (waits for every worker before loading); "
+                     "0: pass no --workers (a checkout that predates it: one process).")
+flags.DEFINE_string("serve_cwd", None, "Run the service from this checkout (e.g. another branch, "
+                    "to compare it under this same load generator); default: this one.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 FLAGS = flags.FLAGS
 
@@ -208,12 +219,14 @@ class Http:
     the shared cores as little as possible."""
 
     def __init__(self, host, port):
-        self.host, self.port, self.idle = host, port, []
+        import collections
+
+        self.host, self.port, self.idle = host, port, collections.deque()
 
     async def post(self, path, body: bytes):
         if self.idle:  # a kept-alive connection the server may have closed meanwhile
             try:
-                return await self._send(self.idle.pop(), path, body)
+                return await self._send(self.idle.popleft(), path, body)
             except (ConnectionError, EOFError, asyncio.IncompleteReadError):
                 pass  # nothing was answered on it: send again on a new connection
         return await self._send(await asyncio.open_connection(self.host, self.port), path, body)
@@ -228,7 +241,7 @@ class Http:
             writer.close()
             raise EOFError("connection closed before an answer")
         status = int(line.split()[1])
-        length, close = 0, False
+        length, close, worker = 0, False, None
         while True:
             line = await reader.readline()
             if line in (b"\r\n", b""):
@@ -239,19 +252,21 @@ class Http:
                 length = int(value)
             elif name == b"connection" and value.strip().lower() == b"close":
                 close = True
+            elif name == b"x-mic-worker":
+                worker = value.strip().decode()
         payload = await reader.readexactly(length)
         if close:
             writer.close()
         else:
             self.idle.append(conn)
-        return status, payload
+        return status, payload, worker
 
 
 async def one(http, path, body, scheduled, timeout, out):
     try:
-        status, payload = await asyncio.wait_for(http.post(path, body), timeout)
+        status, payload, worker = await asyncio.wait_for(http.post(path, body), timeout)
     except Exception as e:  # time-outs, refused or reset connections: errors, measured
-        out.append((path, None, (time.perf_counter() - scheduled) * 1000, repr(e)))
+        out.append((path, None, (time.perf_counter() - scheduled) * 1000, repr(e), None))
         return
     latency = (time.perf_counter() - scheduled) * 1000
     timings = None
@@ -259,7 +274,7 @@ async def one(http, path, body, scheduled, timeout, out):
         body = json.loads(payload)
         timings = body["timings_ms"]
         timings["degraded"] = bool(body["degraded"])
-    out.append((path, status, latency, timings))
+    out.append((path, status, latency, timings, worker))
 
 
 async def offered_load(port, rate, seconds, rng, num_users, num_items, out, stop=None):
@@ -303,22 +318,63 @@ def summarise(rate, results, wall):
     stages["outside_app"] = {"p50": pct(outside, 50), "p99": pct(outside, 99),
                              "mean": round(float(np.mean(outside)), 2) if outside else None}
     ev = [r[2] for r in results if r[0] == "/v1/events" and r[1] == 200]
+    workers = {}
+    for r in results:
+        if r[4] is not None:
+            workers[r[4]] = workers.get(r[4], 0) + 1
     return {"rate": rate, "achieved_rate": round(len(results) / wall, 1),
             "requests": len(results), "errors": len(errors),
             "error_kinds": sorted({str(e[1]) if e[1] else e[3][:60] for e in errors})[:5],
             "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "p999_ms": pct(lat, 99.9),
             "recommend_p99_ms": pct([r[2] for r in rec], 99), "events_p99_ms": pct(ev, 99),
-            "degraded": sum(1 for r in rec if r[3]["degraded"]), "server_stages_ms": stages}
+            "degraded": sum(1 for r in rec if r[3]["degraded"]), "server_stages_ms": stages,
+            "worker_share": {w: round(c / len(results), 3) for w, c in sorted(workers.items())}}
 
 
-def run_rate(port, rate, num_users, num_items, seed):
+def cpu_seconds(root_pid: int) -> float:
+    """CPU time (user + system, every thread) of a process and all its descendants, from /proc
+    (the service's worker processes are its children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _) in stats.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(stats[p][1] for p in tree if p in stats) / tick
+
+
+def run_rate(port, rate, num_users, num_items, seed, pids=None):
+    """One rate; `pids` = {"server": pid, "redis": pid}: their CPU per request is reported
+    (ms of CPU per request, every request kind, over the measured seconds), with the load
+    generator's own."""
     rng = np.random.default_rng(seed)
     warm = []
     asyncio.run(offered_load(port, rate, FLAGS.warmup, rng, num_users, num_items, warm))
     results = []
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    pids = pids or {}
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    me0 = sum(os.times()[:2])
     wall = asyncio.run(offered_load(port, rate, FLAGS.seconds, rng, num_users, num_items,
                                     results))
-    return summarise(rate, results, wall)
+    cpu = {f"{name}_cpu_ms_per_request": round((cpu_seconds(pid) - cpu0[name]) * 1000
+                                               / max(len(results), 1), 3)
+           for name, pid in pids.items()}
+    cpu["load_generator_cpu_ms_per_request"] = round(
+        (sum(os.times()[:2]) - me0) * 1000 / max(len(results), 1), 3)
+    return {**summarise(rate, results, wall), **cpu, "loadavg_before": load_before,
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
 # ----------------------------------------------------------------------------- the processes
@@ -329,15 +385,22 @@ def start_service(bundle_dir, redis_url, port, work):
 
     cmd = [sys.executable, "-m", "mic_tf.serving", "serve", f"--bundle_dir={bundle_dir}",
            f"--redis_url={redis_url}", f"--port={port}"] + FLAGS.serve_args.split()
-    logf = open(os.path.join(work, "serve.log"), "w")
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if FLAGS.workers:
+        cmd.append(f"--workers={FLAGS.workers}")
+    logf = open(os.path.join(work, "serve.log"), "a")  # every run kept (tracebacks of 500s)
+    logf.write(f"=== {time.strftime('%FT%TZ', time.gmtime())} {' '.join(cmd[2:])} "
+               f"(cwd {FLAGS.serve_cwd or 'this checkout'})\n")
+    logf.flush()
+    cwd = FLAGS.serve_cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=cwd)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"serve exited: see {work}/serve.log")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            if r.status_code == 200 and len(r.json().get("workers", [0])) == max(FLAGS.workers,
+                                                                               1):
                 return proc
         except httpx.HTTPError:
             pass
@@ -382,7 +445,8 @@ def measure_restart(redis, port, num_users, num_items) -> dict:
             "service_recovery_ms_after_redis_up": round((recovered - redis_up) * 1000, 1),
             "requests": len(results), "recommend_non_200": sum(1 for x in rec if x[1] != 200),
             "degraded_answers": sum(1 for x in rec if x[1] == 200 and x[3]["degraded"]),
-            "events_503": sum(1 for x in results if x[0] == "/v1/events" and x[1] == 503)}
+            "events_503": sum(1 for x in results if x[0] == "/v1/events" and x[1] == 503),
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv):
@@ -415,7 +479,8 @@ def main(argv):
               flush=True)
         users, items = bundle.meta["num_users"], bundle.num_items
         for j, rate in enumerate(FLAGS.rates):
-            print(json.dumps(run_rate(port, float(rate), users, items, FLAGS.seed + j)),
+            print(json.dumps(run_rate(port, float(rate), users, items, FLAGS.seed + j,
+                                      {"server": service.pid, "redis": redis.proc.pid})),
                   flush=True)
         if FLAGS.restart:
             print(json.dumps(measure_restart(redis, port, users, items)), flush=True)

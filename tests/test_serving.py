@@ -7,6 +7,7 @@ No assert depends on timing: waits poll for a state with a generous deadline.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 from mic_tf.inference import CrossChannelInference
 from mic_tf.inference.score import recommend as library_recommend
 from tests.conftest import REPO
-from tests.redis_server import RedisServer, ServerThread
+from tests.redis_server import RedisServer, ServerThread, free_port
 
 KEY = "test-key"
 HDR = {"X-API-Key": KEY}
@@ -238,6 +239,24 @@ def test_events_reach_the_next_recommend(service):
     assert body["history_length"] == min(len(seen) + 1, model.cap)
 
 
+def test_the_thread_pool_route_gives_the_same_answers(service):
+    """`--noinline_recommend` (recommend in FastAPI's thread pool, not on the event loop's
+    thread) answers exactly the same."""
+    import dataclasses
+
+    from mic_tf.serving.app import create_app
+
+    state, client, _ = service
+    assert state.settings.inline_recommend  # the default
+    app = create_app(dataclasses.replace(state.settings, inline_recommend=False), state.model)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=60) as pool:
+        for body in ({"user_id": state.model.user_raw[3], "n": 30},
+                     {"user_id": state.model.user_raw[800], "n": 200},
+                     {"history": ["50", "172"], "n": 20}):
+            inline, threaded = (answer(post(c, "/v1/recommend", body))[3] for c in (client, pool))
+            assert without_timings(inline) == without_timings(threaded)
+
+
 # --------------------------------------------------------------------------- bad input, keys
 def test_bad_input_gets_clear_4xx(service):
     state, client, _ = service
@@ -320,9 +339,9 @@ class Traffic:
             started = time.monotonic()
             try:
                 r = self.client.post(path, json=body, headers=headers)
-                out = (path, r.status_code, r.json(), started)
+                out = (path, r.status_code, r.json(), started, r.headers.get("x-mic-worker"))
             except Exception as e:  # a failed request is a result too
-                out = (path, None, repr(e), started)
+                out = (path, None, repr(e), started, None)
             with self.lock:
                 self.results.append(out)
 
@@ -451,6 +470,31 @@ def test_slow_redis_times_out_to_degraded_answers(service, redis_server):
         "degraded"], what="recovery after the pause")
 
 
+def test_redis_time_outs_under_concurrent_traffic_never_answer_500(service, redis_server):
+    """Redis paused under four concurrent clients: their calls in flight time out together;
+    every recommend degrades, every event gets 503, none is a 500 (the first time-out used to
+    close the sockets the other request threads were reading from)."""
+    state, client, _ = service
+    users = list(state.model.user_raw[:50])
+    with httpx.Client(base_url=client.base_url, timeout=60) as c, \
+            Traffic(c, users, threads=4) as traffic:
+        wait_for(lambda: traffic.count() >= 10, what="traffic")
+        redis_server.pause()
+        try:
+            time.sleep(4.5)  # past the fixture's 3 s time-out: every call in flight times out
+        finally:
+            redis_server.resume()
+        count = traffic.count()
+        wait_for(lambda: traffic.count() >= count + 20, what="traffic after the pause")
+    bad = [x for x in traffic.results if x[1] not in (200, 503)]
+    assert not bad, bad[:5]
+    assert all(x[0] == "/v1/events" for x in traffic.results if x[1] == 503)
+    assert any(x[0] == "/v1/recommend" and x[2]["degraded"] for x in traffic.results)
+    user = state.model.user_raw[4]
+    wait_for(lambda: not post(client, "/v1/recommend", {"user_id": user, "n": 10}).json()[
+        "degraded"], what="recovery after the pause")
+
+
 # --------------------------------------------------------------------------- fuzzing
 def test_openapi_schema_fuzzing_finds_no_server_error(service, tmp_path):
     _, client, server = service
@@ -460,8 +504,6 @@ def test_openapi_schema_fuzzing_finds_no_server_error(service, tmp_path):
     exe = shutil.which("schemathesis") or shutil.which("st")
     if exe is None:
         pytest.fail("schemathesis is not installed: pip install -e '.[test]'")
-    import os
-
     result = subprocess.run(
         [exe, "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
          "--phases", "examples,coverage,fuzzing", "--max-examples", "40", "--seed", "1",
@@ -469,3 +511,179 @@ def test_openapi_schema_fuzzing_finds_no_server_error(service, tmp_path):
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
         env={**os.environ, "NO_COLOR": "1"})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- several workers
+@pytest.fixture(scope="module")
+def workers_service(bundles, tmp_path_factory):
+    """`serve --workers=2` (the CLI, uvicorn's supervisor and two worker processes) on a Redis
+    of its own holding b1 and b2; yields (base url, the first line `serve` printed)."""
+    from mic_tf.serving.bundle import Bundle
+    from mic_tf.serving.loader import bulk_load
+    from mic_tf.serving.store import StoreSettings, connect
+
+    folder = tmp_path_factory.mktemp("workers")
+    server = RedisServer(folder / "redis").start()
+    redis_client = connect(StoreSettings(url=server.url, timeout_ms=30000))
+    for b in bundles[:2]:
+        bulk_load(Bundle(b), redis_client, log=lambda m: None)
+    port = free_port()
+    out = open(folder / "serve.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mic_tf.serving", "serve", f"--bundle_dir={bundles[0]}",
+         f"--redis_url={server.url}", f"--port={port}", "--workers=2", f"--api_key={KEY}",
+         "--redis_timeout_ms=3000", "--redis_connect_timeout_ms=3000"],
+        cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def both_up():
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited: {(folder / 'serve.log').read_text()[-3000:]}")
+        try:
+            return len(httpx.get(url + "/healthz", timeout=10).json().get("workers", {})) == 2
+        except httpx.HTTPError:
+            return False
+    try:
+        wait_for(both_up, timeout=900, what="two workers")
+        first = json.loads((folder / "serve.log").read_text().splitlines()[0])
+        yield url, first
+    finally:
+        proc.terminate()
+        proc.wait(120)
+        server.stop(save=False)
+    assert proc.returncode == 0, (folder / "serve.log").read_text()[-3000:]
+    assert not os.path.exists(first["state_dir"])  # the state folder goes with the service
+
+
+def fresh_post(url, path, body, **kw):
+    """On a new connection (keep-alive would pin a client to one worker)."""
+    return httpx.post(url + path, json=body, timeout=60, **kw)
+
+
+def by_worker(url, body, count=2, timeout=300.0):
+    """Answers to the same request from `count` different workers: {pid: answer}."""
+    seen = {}
+
+    def enough():
+        r = fresh_post(url, "/v1/recommend", body)
+        assert r.status_code == 200, r.text
+        seen.setdefault(r.headers["x-mic-worker"], r.json())
+        return len(seen) >= count
+    wait_for(enough, timeout=timeout, what=f"answers from {count} workers")
+    return seen
+
+
+def without_timings(body):
+    return {k: v for k, v in body.items() if k != "timings_ms"}
+
+
+def test_two_workers_give_the_same_answers_and_see_every_event(workers_service, bundles):
+    from mic_tf.serving.bundle import Bundle
+
+    url, first = workers_service
+    assert first["workers"] == 2 and first["serving"] == Bundle(bundles[0]).version
+    health = httpx.get(url + "/healthz").json()
+    assert set(health["workers"].values()) == {first["serving"]}
+    answers = by_worker(url, {"user_id": "196", "n": 50})
+    a, b = (without_timings(x) for x in answers.values())
+    assert a == b and a["degraded"] == [] and a["version"] == first["serving"]
+    # an event posted to one worker is in the next recommend of every worker (Redis is shared)
+    r = fresh_post(url, "/v1/events", {"user_id": "workers-new", "item_id": "50"}, headers=HDR)
+    assert r.status_code == 200, r.text
+    answers = by_worker(url, {"user_id": "workers-new", "n": 20})
+    for body in answers.values():
+        assert body["history_length"] == 1 and body["fallback"] is None
+    a, b = (without_timings(x) for x in answers.values())
+    assert a == b
+
+
+def metric_value(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            series, value = line.rsplit(" ", 1)
+            got = ",".join(sorted(series[len(name) + 1:-1].split(",")))
+            if all(part in got.split(",") for part in want.split(",")):
+                total += float(value)
+    return total
+
+
+def test_two_workers_reload_reaches_both_with_zero_failed_requests(workers_service, bundles):
+    from mic_tf.serving.bundle import Bundle
+
+    url, _ = workers_service
+    b1, b2 = Bundle(bundles[0]), Bundle(bundles[1])
+    r = fresh_post(url, "/v1/admin/reload", {"bundle_dir": "/no/such/bundle"}, headers=HDR)
+    assert r.status_code == 400 and "not a serving bundle" in r.json()["error"]
+    before = metric_value(httpx.get(url + "/metrics").text, "mic_http_requests_total",
+                          route="/v1/recommend", code="200")
+    users = [str(u) for u in (196, 186, 22, 244, 166)]
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=url, timeout=60, limits=no_keepalive) as c, \
+            Traffic(c, users) as traffic:
+        wait_for(lambda: traffic.count() >= 30, what="traffic")
+        r = fresh_post(url, "/v1/admin/reload", {"bundle_dir": str(bundles[1])}, headers=HDR)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["version"] == b2.version and body["previous"] == b1.version
+        assert body["all_switched"] and set(body["workers"].values()) == {b2.version}
+        assert len(body["workers"]) == 2
+        switched = time.monotonic()
+        count = traffic.count()
+        wait_for(lambda: traffic.count() >= count + 30, what="traffic after the switch")
+    failed = [x for x in traffic.results if x[1] != 200]
+    assert not failed, failed[:5]
+    recs = [x for x in traffic.results if x[0] == "/v1/recommend"]
+    assert {x[2]["version"] for x in recs} == {b1.version, b2.version}
+    assert len({x[4] for x in recs}) == 2  # the traffic reached both workers
+    # the reload answered once both workers served b2: every request started after it is b2
+    after = [x for x in recs if x[3] > switched]
+    assert after and {x[2]["version"] for x in after} == {b2.version}
+    assert len({x[4] for x in after}) == 2
+    # /metrics, whichever worker answers: the sum over the workers, the version per worker
+    # (a request is counted just after its answer is sent: wait for the last ones)
+    wait_for(lambda: metric_value(httpx.get(url + "/metrics").text, "mic_http_requests_total",
+                                  route="/v1/recommend", code="200") - before == len(recs),
+             timeout=30, what="every recommend counted")
+    text = httpx.get(url + "/metrics").text
+    assert metric_value(text, "mic_bundle_info", version=b2.version) == 2
+    assert metric_value(text, "mic_bundle_info", version=b1.version) == 0
+    health = httpx.get(url + "/healthz").json()
+    assert set(health["workers"].values()) == {b2.version} and health["version"] == b2.version
+
+
+def test_a_restarted_worker_serves_the_reloaded_bundle(workers_service, bundles):
+    """uvicorn replaces a dead worker; the new one starts on the bundle being served (b2 after
+    the reload above), not on the --bundle_dir the service was started with."""
+    import signal
+
+    from mic_tf.serving.bundle import Bundle
+
+    url, _ = workers_service
+    b2 = Bundle(bundles[1]).version
+    workers = httpx.get(url + "/healthz").json()["workers"]
+    assert set(workers.values()) == {b2}
+    victim = int(sorted(workers)[0])
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced():
+        try:
+            now = httpx.get(url + "/healthz", timeout=10).json()["workers"]
+        except httpx.HTTPError:
+            return False
+        return len(now) == 2 and str(victim) not in now and now
+    now = wait_for(replaced, timeout=900, what="a replacement worker")
+    assert set(now.values()) == {b2}
+    answers = by_worker(url, {"user_id": "196", "n": 10})
+    assert {x["version"] for x in answers.values()} == {b2}
+    # the dead worker's version series left /metrics (its counts stay in the sums)
+    text = httpx.get(url + "/metrics").text
+    assert f'pid="{victim}"' not in "".join(l for l in text.splitlines()
+                                            if l.startswith("mic_bundle_info"))
+    assert metric_value(text, "mic_bundle_info", version=b2) == 2
+
+
+def test_serve_refuses_fewer_than_one_worker(bundles):
+    result = cli("serve", f"--bundle_dir={bundles[0]}", "--workers=0", "--port=1")
+    assert result.returncode != 0 and "--workers must be >= 1" in result.stderr

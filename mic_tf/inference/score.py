@@ -285,26 +285,37 @@ def greedy_pick_one(base: np.ndarray, cands: np.ndarray, categories: np.ndarray,
     head = np.flatnonzero(np.diff(cat_sorted, prepend=cat_sorted[:1] - 1)).tolist()  # group starts
     ends = head[1:] + [len(order)]
     # groups[k]: heap of (-head base, head id, category slot) for categories with k picks
-    groups = {0: [(-base_l[s], cand_l[s], g) for g, s in enumerate(head)]}
-    heapq.heapify(groups[0])
-    items = np.zeros(top_n, np.int64)
-    scores = np.full(top_n, -np.inf)
+    first = [(-base_l[s], cand_l[s], g) for g, s in enumerate(head)]
+    heapq.heapify(first)
+    groups = {0: first} if first else {}
+    picked_ids, picked_scores = [], []
+    heappop, heappush = heapq.heappop, heapq.heappush
     for t in range(top_n):
-        best = None
-        for k, heap in groups.items():
-            if heap:
-                neg_b, cid, g = heap[0]
-                total = -neg_b + lam_div * (1.0 if t == 0 else (t - k) / t)
-                if best is None or total > best[0] or (total == best[0] and cid < best[1]):
-                    best = (total, cid, k, g)
-        if best is None:
+        best_total = best_cid = best_k = None
+        for k, heap in groups.items():  # empty heaps are dropped, so every heap has a head
+            neg_b, cid, _ = heap[0]
+            total = -neg_b + lam_div * (1.0 if t == 0 else (t - k) / t)
+            if (best_total is None or total > best_total
+                    or (total == best_total and cid < best_cid)):
+                best_total, best_cid, best_k = total, cid, k
+        if best_total is None:
             break
-        total, cid, k, g = best
-        heapq.heappop(groups[k])
-        items[t], scores[t] = cid, total
+        heap = groups[best_k]
+        g = heappop(heap)[2]
+        if not heap:
+            del groups[best_k]
+        picked_ids.append(best_cid)
+        picked_scores.append(best_total)
         head[g] += 1
         if head[g] < ends[g]:
-            heapq.heappush(groups.setdefault(k + 1, []), (-base_l[head[g]], cand_l[head[g]], g))
+            nxt = groups.get(best_k + 1)
+            if nxt is None:
+                nxt = groups[best_k + 1] = []
+            heappush(nxt, (-base_l[head[g]], cand_l[head[g]], g))
+    items = np.zeros(top_n, np.int64)
+    scores = np.full(top_n, -np.inf)
+    items[:len(picked_ids)] = picked_ids
+    scores[:len(picked_scores)] = picked_scores
     return items, scores
 
 

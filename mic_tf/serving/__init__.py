@@ -9,6 +9,7 @@ the same scoring code as offline inference (`mic_tf.inference`).
 
 Modules: `bundle` (format, atomic writer, reader), `export` (run -> bundle), `keys` (Redis key
 layout), `loader` (bulk load, drop), `store` (the service's Redis calls, time-outs, back-off),
-`tower` (the SavedModel online), `engine` (one request), `app` (routes), `metrics`.
+`tower` (the SavedModel online), `engine` (one request), `app` (routes), `metrics`,
+`workers` (reloads across the processes of `serve --workers=N`).
 Importing this package imports neither TensorFlow nor FastAPI.
 """

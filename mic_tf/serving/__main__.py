@@ -3,7 +3,7 @@
     python -m mic_tf.serving export --run_dir=RUN --bundle_dir=B [--index_type=auto|flat|ivf|hnsw]
     python -m mic_tf.serving load   --bundle_dir=B --redis_url=redis://127.0.0.1:6379/0
     python -m mic_tf.serving serve  --bundle_dir=B --redis_url=... [--host=127.0.0.1 --port=8000
-                                    --api_key=KEY]
+                                    --api_key=KEY --workers=N]
     python -m mic_tf.serving drop   --version=V --redis_url=...   (an old version's keys)
 
 Each command prints a final JSON line.
@@ -11,7 +11,9 @@ Each command prints a final JSON line.
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
@@ -47,6 +49,13 @@ flags.DEFINE_integer("max_body_bytes", 65536, "serve: request body limit.")
 flags.DEFINE_integer("max_concurrency", 64, "serve: requests in progress before 503.")
 flags.DEFINE_integer("faiss_threads", 1, "serve: Faiss OpenMP threads.")
 flags.DEFINE_integer("tf_threads", 1, "serve: TensorFlow intra-op threads.")
+flags.DEFINE_boolean("inline_recommend", True, "serve: run recommend on the event loop's "
+                     "thread (--noinline_recommend: in FastAPI's thread pool; BUILD_NOTES, "
+                     "Serving).")
+flags.DEFINE_integer("workers", 2, "serve: uvicorn worker processes sharing the port, each with "
+                     "its own copy of the model (memory x N, x 2N during a reload) and its own "
+                     "GIL; a reload reaches every worker. 2 measured best on this 2-core machine "
+                     "(benchmarks/README); 1: one process.")
 FLAGS = flags.FLAGS
 
 
@@ -94,6 +103,10 @@ def cmd_drop():
 
 def cmd_serve():
     _need("bundle_dir")
+    if FLAGS.workers < 1:
+        from mic_tf.errors import UsageError
+
+        raise UsageError(f"--workers must be >= 1, got {FLAGS.workers}")
     api_key = FLAGS.api_key or os.environ.get("MIC_API_KEY") or None
     from mic_tf.serving.security import check_bind
 
@@ -111,7 +124,10 @@ def cmd_serve():
                             connect_timeout_ms=FLAGS.redis_connect_timeout_ms,
                             backoff_ms=FLAGS.redis_backoff_ms),
         max_n=FLAGS.max_n, max_history=FLAGS.max_history, max_body_bytes=FLAGS.max_body_bytes,
-        faiss_threads=FLAGS.faiss_threads, tf_intra_threads=FLAGS.tf_threads)
+        faiss_threads=FLAGS.faiss_threads, tf_intra_threads=FLAGS.tf_threads,
+        inline_recommend=FLAGS.inline_recommend)
+    if FLAGS.workers > 1:
+        return _serve_workers(settings, api_key)
     application = create_app(settings)
     model = application.state.mic.model
     print(json.dumps({"serving": model.version, "host": FLAGS.host, "port": FLAGS.port}),
@@ -119,6 +135,36 @@ def cmd_serve():
     uvicorn.run(application, host=FLAGS.host, port=FLAGS.port, log_level="warning",
                 access_log=False, limit_concurrency=FLAGS.max_concurrency)
     return {"stopped": model.version}
+
+
+def _serve_workers(settings, api_key):
+    """`--workers=N`: uvicorn's supervisor starts N processes on one socket, each building the
+    app from the environment (`app.app_from_environment`); a fresh state folder carries reloads
+    between them and holds the Prometheus multiprocess files (`serving/workers.py`)."""
+    import uvicorn
+
+    from mic_tf.serving.bundle import Bundle
+    from mic_tf.serving.workers import SETTINGS_ENV, STATE_ENV, prepare_state_dir
+
+    version = Bundle(settings.bundle_dir).version  # a bad folder fails here, not N times
+    state_dir = prepare_state_dir(tempfile.mkdtemp(prefix="mic-serve-"))
+    os.environ[STATE_ENV] = str(state_dir)
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state_dir / "prometheus")
+    if api_key:
+        os.environ["MIC_API_KEY"] = api_key
+    print(json.dumps({"serving": version, "host": FLAGS.host, "port": FLAGS.port,
+                      "workers": FLAGS.workers, "state_dir": str(state_dir)}), flush=True)
+    try:
+        # The workers answer the supervisor's pings from a thread, but a big bundle's load
+        # holds the GIL for seconds at a time: a 5 s health check would kill them mid-load.
+        uvicorn.run("mic_tf.serving.app:app_from_environment", factory=True,
+                    workers=FLAGS.workers, host=FLAGS.host, port=FLAGS.port,
+                    log_level="warning", access_log=False,
+                    limit_concurrency=FLAGS.max_concurrency, timeout_worker_healthcheck=120)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return {"stopped": version, "workers": FLAGS.workers}
 
 
 def main(argv):

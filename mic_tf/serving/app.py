@@ -5,15 +5,19 @@
     POST /v1/admin/reload  {"bundle_dir": ...}                         (API key when one is set)
     GET  /healthz, GET /metrics (Prometheus text), GET /openapi.json, GET /docs
 
-Routes are plain functions, run by FastAPI in its thread pool: the tower and Faiss release the
-GIL, and a request takes the model it starts with (`state.model`), so a reload swaps one
-reference and requests in flight finish on the old bundle.
+`recommend` runs on the event loop's thread (`inline_recommend`, the default; BUILD_NOTES says
+why), the other routes are plain functions run by FastAPI in its thread pool. A request takes
+the model it starts with (`state.model`), so a reload swaps one reference and requests in
+flight finish on the old bundle. With `serve --workers=N` each worker process runs this app;
+`workers.py` carries a reload to all of them (`state_dir`).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the request models, which are
 # local to `_models`, from the route functions' real annotations.
+import contextlib
 import dataclasses
 import json
+import os
 import threading
 import time
 
@@ -34,6 +38,7 @@ from mic_tf.serving.keys import Keys, encode_event
 from mic_tf.serving.metrics import Metrics
 from mic_tf.serving.security import key_matches
 from mic_tf.serving.store import OnlineStore, StoreSettings
+from mic_tf.serving.workers import SETTINGS_ENV, STATE_ENV, ReloadBusy, WorkerSync
 
 ROUTES = ("/v1/recommend", "/v1/events", "/v1/admin/reload", "/healthz", "/metrics")
 
@@ -51,6 +56,14 @@ class ServingSettings:
       default_n: `n` when a request gives none (None: the bundle's `top_n`).
       faiss_threads / tf_intra_threads / tf_inter_threads: thread pools (1 suits batch-1
         requests served from several threads).
+      inline_recommend: run recommend on the event loop's thread instead of FastAPI's thread
+        pool (BUILD_NOTES, Serving: the hand-off's two cross-thread wake-ups cost more GIL time
+        than the Redis, tower and Faiss waits it lets other requests use; the processes of
+        `--workers` are the parallelism).
+      state_dir: the folder the workers of `serve --workers=N` share (`workers.py`); None for
+        one process.
+      sync_poll_s: how often a worker reads the shared reload state.
+      reload_prepare_timeout_s: how long a reload waits for every worker to load the bundle.
     """
 
     bundle_dir: str
@@ -64,6 +77,22 @@ class ServingSettings:
     faiss_threads: int = 1
     tf_intra_threads: int = 1
     tf_inter_threads: int = 2
+    inline_recommend: bool = True
+    state_dir: str | None = None
+    sync_poll_s: float = 0.2
+    reload_prepare_timeout_s: float = 900.0
+
+    def to_json(self) -> str:
+        """For the worker processes (the API key is not in it: they read $MIC_API_KEY)."""
+        values = dataclasses.asdict(self)
+        values.pop("api_key")
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str, api_key: str | None = None) -> "ServingSettings":
+        values = json.loads(text)
+        values["store"] = StoreSettings(**values["store"])
+        return cls(**values, api_key=api_key)
 
 
 def _models(settings: ServingSettings):
@@ -120,13 +149,17 @@ def _models(settings: ServingSettings):
         version: str
         previous: str
         seconds: float
+        workers: dict[str, str] | None = Field(None, description="With several workers: each "
+                                               "live worker's version (pid -> version).")
+        all_switched: bool | None = None
 
     return (RecommendRequest, Event, ReloadRequest, RecommendResponse, EventResponse,
             ReloadResponse)
 
 
 class AppState:
-    """The served model, the store and the metrics; `swap` replaces the model atomically."""
+    """The served model, the store and the metrics; `swap` replaces the model atomically.
+    `sync` (a `WorkerSync`, with `settings.state_dir`) shares reloads with the other workers."""
 
     def __init__(self, settings: ServingSettings, model: ServingModel | None = None):
         self.settings = settings
@@ -134,10 +167,23 @@ class AppState:
         self.store = OnlineStore(settings.store, on_error=self.metrics.redis_error)
         self.recommender = Recommender(self.store, self.metrics, settings.faiss_threads)
         self.reload_lock = threading.Lock()
-        self.model = model or ServingModel(Bundle(settings.bundle_dir), settings.prefix)
+        self.sync = None
+        bundle_dir = settings.bundle_dir
+        if settings.state_dir:
+            self.sync = WorkerSync(settings.state_dir, self, self.load_model,
+                                   poll_s=settings.sync_poll_s)
+            bundle_dir = self.sync.start_bundle(bundle_dir)  # a worker started after a reload
+        self.model = model or ServingModel(Bundle(bundle_dir), settings.prefix)
         self.model.warm_up()
         self.metrics.set_version(self.model.version)
         self._announce()
+        if self.sync is not None:
+            self.sync.start()
+
+    def load_model(self, bundle_dir: str) -> ServingModel:
+        model = ServingModel(Bundle(bundle_dir), self.settings.prefix)
+        model.warm_up()
+        return model
 
     def _announce(self) -> None:
         try:
@@ -246,7 +292,15 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
     state = AppState(settings, model)
     (RecommendRequest, Event, ReloadRequest, RecommendResponse, EventResponse,
      ReloadResponse) = _models(settings)
-    app = FastAPI(title="mic-tf serving", version="1",
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        if state.sync is not None:
+            state.sync.stop()
+        state.metrics.process_exit()
+
+    app = FastAPI(title="mic-tf serving", version="1", lifespan=lifespan,
                   description="MIC cross-channel retrieval (U2I + U2U + I2I) over Redis and "
                               "Faiss; paper section 2.9.")
     app.state.mic = state
@@ -255,6 +309,8 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
         exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=state.metrics)  # outermost: sees the 413s too
+    if state.sync is not None:
+        app.add_middleware(WorkerHeader)
     header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
     def require_key(key: str | None = Depends(header)):
@@ -265,8 +321,10 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
     def _unauthorised(request, exc):
         return _error(401, "missing or wrong X-API-Key header")
 
-    @app.post("/v1/recommend", response_model=RecommendResponse,
-              responses={422: {"description": "invalid request or unknown item ids"}})
+    recommend_route = app.post("/v1/recommend", response_model=RecommendResponse,
+                               responses={422: {"description": "invalid request or unknown "
+                                                               "item ids"}})
+
     def recommend(body: RecommendRequest):
         """Ranked raw item ids with their scores and the channels that retrieved each."""
         model = state.model  # this request's bundle, whatever a reload does meanwhile
@@ -278,6 +336,14 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
             return _error(422, str(e), unknown_item_ids=e.ids)
         # orjson: ~20x faster than json.dumps on N = 200 item dicts (~1 ms saved per request)
         return Response(orjson.dumps(rec.as_dict()), media_type="application/json")
+
+    if settings.inline_recommend:
+        async def recommend_inline(body: RecommendRequest):
+            return recommend(body)  # on the event loop's thread: no hand-off to the pool
+        recommend_inline.__doc__ = recommend.__doc__
+        recommend_route(recommend_inline)
+    else:
+        recommend_route(recommend)
 
     @app.post("/v1/events", response_model=EventResponse, dependencies=[Depends(require_key)],
               responses={401: {"description": "API key missing or wrong"},
@@ -326,12 +392,18 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
             redis_state = "up"
         except StoreUnavailable:
             ready, redis_state = False, "down"
-        return {"status": "ok" if ready else "degraded", "version": model.version,
-                "redis": redis_state, "version_loaded": ready}
+        out = {"status": "ok" if ready else "degraded", "version": model.version,
+               "redis": redis_state, "version_loaded": ready}
+        if state.sync is not None:  # this worker, and every live worker's version
+            out["worker"] = os.getpid()
+            out["workers"] = {str(p): w["version"] for p, w in state.sync.workers().items()}
+        return out
 
     @app.get("/metrics")
     def metrics():
-        """Prometheus text format."""
+        """Prometheus text format (with several workers: their sum, `mic_bundle_info` per pid)."""
+        if state.sync is not None:
+            state.sync.workers()  # forgets killed workers' version series
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
@@ -339,6 +411,34 @@ def create_app(settings: ServingSettings, model: ServingModel | None = None) -> 
 
 class _Unauthorised(Exception):
     pass
+
+
+class WorkerHeader:
+    """ASGI middleware: `X-Mic-Worker: PID` on every answer (several workers only)."""
+
+    def __init__(self, app):
+        self.app, self.header = app, (b"x-mic-worker", str(os.getpid()).encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_header(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, with_header)
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory in each worker of `serve --workers=N`: the settings from
+    $MIC_SERVE_SETTINGS, the API key from $MIC_API_KEY, the state folder from
+    $MIC_SERVE_STATE_DIR."""
+    settings = ServingSettings.from_json(os.environ[SETTINGS_ENV],
+                                         api_key=os.environ.get("MIC_API_KEY") or None)
+    settings.state_dir = os.environ[STATE_ENV]
+    return create_app(settings)
 
 
 def _reload(state: AppState, bundle_dir: str) -> JSONResponse:
@@ -360,9 +460,10 @@ def _reload(state: AppState, bundle_dir: str) -> JSONResponse:
             state.metrics.reloads.labels("not_loaded").inc()
             return _error(409, f"bundle version {bundle.version} is not loaded in Redis: run "
                                f"`python -m mic_tf.serving load --bundle_dir={bundle_dir}` first")
+        if state.sync is not None:
+            return _reload_workers(state, bundle, bundle_dir, old, start)
         try:
-            model = ServingModel(bundle, state.settings.prefix)
-            model.warm_up()
+            model = state.load_model(bundle_dir)
         except (MicError, OSError, ValueError) as e:
             state.metrics.reloads.labels("bad_bundle").inc()
             return _error(400, f"cannot load {bundle_dir}: {e}")
@@ -370,3 +471,28 @@ def _reload(state: AppState, bundle_dir: str) -> JSONResponse:
     state.metrics.reloads.labels("ok").inc()
     return JSONResponse({"version": bundle.version, "previous": old.version,
                          "seconds": round(time.perf_counter() - start, 3)})
+
+
+def _reload_workers(state: AppState, bundle: Bundle, bundle_dir: str, old, start
+                    ) -> JSONResponse:
+    """`_reload` with several workers: this one leads the two-phase switch of `workers.py`."""
+    try:
+        with state.sync.leader():
+            try:
+                model = state.load_model(bundle_dir)
+            except (MicError, OSError, ValueError) as e:
+                state.metrics.reloads.labels("bad_bundle").inc()
+                return _error(400, f"cannot load {bundle_dir}: {e}")
+            result = state.sync.reload(model, state.settings.reload_prepare_timeout_s)
+    except ReloadBusy:
+        return _error(409, "another reload is running")
+    seconds = round(time.perf_counter() - start, 3)
+    workers = {str(p): v for p, v in result["workers"].items()}
+    if result.get("abandoned"):
+        state.metrics.reloads.labels("abandoned").inc()
+        return _error(504 if "within" in result["error"] else 400,
+                      f"reload abandoned, every worker still serves {old.version}: "
+                      f"{result['error']}", workers=workers)
+    state.metrics.reloads.labels("ok").inc()
+    return JSONResponse({"version": bundle.version, "previous": old.version, "seconds": seconds,
+                         "workers": workers, "all_switched": result["ok"]})

@@ -108,6 +108,18 @@ class ServingModel:
                 extra.append(item)
         return np.concatenate([base, np.asarray(extra, np.int64)])[-self.cap:]
 
+    def merge_histories(self, histories: list, events: list) -> tuple[np.ndarray, np.ndarray]:
+        """`merge_history` of several users as CSR `([nnz] int64, [users + 1] int64)`. A user
+        without events whose bundle history fits H (the usual neighbour) is its stored bytes
+        as they are: one join and one decode for all of them, no array per user."""
+        limit = 4 * self.cap
+        blobs = [(b or b"") if not e and (b is None or len(b) <= limit)
+                 else self.merge_history(b, e).astype("<i4").tobytes()
+                 for b, e in zip(histories, events)]
+        offsets = np.zeros(len(blobs) + 1, np.int64)
+        np.cumsum([len(b) >> 2 for b in blobs], out=offsets[1:])
+        return np.frombuffer(b"".join(blobs), "<i4").astype(np.int64), offsets
+
     def bundle_history(self, user: int) -> np.ndarray:
         """The bundle's copy of a known user's history (used while Redis is unavailable)."""
         if user < 0:
@@ -197,7 +209,8 @@ class Recommender:
             return self._popular(model, n, degraded, st)
         with st("score"):
             result = rank_retrieved(model.datastore, q, retrieved, cfg, online=True)
-            items = self._format(model, result.items[0], result.scores[0], retrieved)
+            items = self._format(model, result.items[0], result.scores[0],
+                                 result.candidates[0], retrieved)
         return self._done(Recommendation(model.version, items, degraded, None, len(hist),
                                          st.total()))
 
@@ -223,25 +236,31 @@ class Recommender:
                 model.keys, model.user_raw[neighbours].tolist(), uniq.tolist())
         out = {}
         if cfg.use_u2u:
-            lists = [model.merge_history(b, e) for b, e in zip(bases, events)]  # M1 neighbours
-            offsets = np.zeros(len(lists) + 1, np.int64)
-            np.cumsum([len(x) for x in lists], out=offsets[1:])
-            flat = np.concatenate(lists) if lists else _EMPTY
-            out["u2u"] = channels.neighbour_items(flat, offsets, np.arange(len(lists))[None],
+            flat, offsets = model.merge_histories(bases, events)  # the M1 neighbours
+            out["u2u"] = channels.neighbour_items(flat, offsets, np.arange(len(offsets) - 1)[None],
                                                   cfg.m2) if cfg.m2 > 0 else _EMPTY[None]
         if cfg.use_i2i:
             out["i2i"] = _table_rows(similar, m3)[inverse].reshape(1, -1)
         return out
 
     @staticmethod
-    def _format(model, items, scores, retrieved) -> list:
-        """Ranked real items as dicts with their score and the channels that retrieved them."""
+    def _format(model, items, scores, cands, retrieved) -> list:
+        """Ranked real items as dicts with their score and the channels that retrieved them.
+
+        `cands` is the request's candidate set V_C (sorted ascending, 0-padded at the end), which
+        holds every retrieved item and every picked one: each channel's retrievals mark their
+        candidates' bits through one `searchsorted` (the same sets as `np.isin(items,
+        retrieved[c])` per channel, at a tenth of its cost: `isin` sorts or hashes both arrays
+        three times per request)."""
         real = items > 0
         items, scores = items[real], scores[real]
-        mask = np.zeros(len(items), np.int64)
+        cands = cands[:np.count_nonzero(cands)]
+        bits = np.zeros(len(cands), np.int64)
         for j, name in enumerate(CHANNELS):
             if name in retrieved:
-                mask |= np.isin(items, retrieved[name]).astype(np.int64) << j
+                got = retrieved[name].ravel()
+                bits[np.searchsorted(cands, got[got > 0])] |= 1 << j  # repeats set the same bit
+        mask = bits[np.searchsorted(cands, items)]
         return [{"item_id": i, "score": s, "channels": c} for i, s, c in
                 zip(model.item_raw[items].tolist(), scores.tolist(), _LABELS[mask].tolist())]
 

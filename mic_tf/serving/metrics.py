@@ -1,12 +1,19 @@
-"""Prometheus metrics of the service (one registry per app, so tests can run several apps)."""
+"""Prometheus metrics of the service (one registry per app, so tests can run several apps).
+
+With `serve --workers=N`, $PROMETHEUS_MULTIPROC_DIR is set before the workers start: every
+worker writes its values to files there and `/metrics`, whichever worker answers it, renders
+the sum over the workers (counters, histograms) and each live worker's `mic_bundle_info` (with
+a `pid` label), prometheus_client's multiprocess mode.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+                               disable_created_metrics, generate_latest, multiprocess)
 
 disable_created_metrics()  # no `_created` series: they double the output and nobody reads them
 
@@ -42,12 +49,16 @@ class Metrics:
         self.reloads = Counter("mic_bundle_reloads", "Bundle reloads by result.", ["result"],
                                registry=r)
         self.bundle = Gauge("mic_bundle_info", "1 for the bundle version being served.",
-                            ["version"], registry=r)
+                            ["version"], registry=r, multiprocess_mode="liveall")
         self._version = None
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
     def set_version(self, version: str) -> None:
         if self._version is not None:
-            self.bundle.remove(self._version)
+            if self.multiprocess_dir:  # its file keeps the series: 0 = served no more
+                self.bundle.labels(self._version).set(0)
+            else:
+                self.bundle.remove(self._version)
         self.bundle.labels(version).set(1)
         self._version = version
 
@@ -60,7 +71,17 @@ class Metrics:
                 self.stage.labels(name).observe(timings_ms[name] / 1000)
 
     def render(self) -> bytes:
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+            return generate_latest(registry)
         return generate_latest(self.registry)
+
+    def process_exit(self, pid: int | None = None) -> None:
+        """A worker's last call (or, for a killed worker `pid`, a live one's): its
+        `mic_bundle_info` leaves the live series; its counts stay in the sums."""
+        if self.multiprocess_dir:
+            multiprocess.mark_process_dead(pid or os.getpid(), self.multiprocess_dir)
 
 
 class Stages:

@@ -119,9 +119,12 @@ class OnlineStore:
                 self._down_until = time.monotonic() + self.settings.backoff_ms / 1000
                 self.last_error = f"{type(e).__name__}: {e}"
             self._on_error(e)
-            # Drop every pooled socket: after a restart they are all dead, and each would fail
-            # once more after the back-off.
-            self.client.connection_pool.disconnect()
+            # Drop every idle pooled socket: after a restart they are all dead, and each would
+            # fail once more after the back-off. Not the ones other threads are using: closing
+            # a socket under a thread that is reading from it broke that request with an
+            # exception outside _FAILURES (HTTP 500s when concurrent calls timed out); a dead
+            # one fails on its own and redis-py drops it.
+            self.client.connection_pool.disconnect(inuse_connections=False)
             raise StoreUnavailable(f"Redis call failed: {self.last_error}") from e
         return out
 
