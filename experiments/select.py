@@ -77,6 +77,14 @@ TRAIN_KNOBS = [
     ("mic_lambda", [{}, {"mic_lambda": 0.9}]),
 ]
 QUICK_KNOBS = [("weights", TRAIN_KNOBS[0][1][:2])]
+# Knobs that only act through the mined lists: with `--ablation=-mining` they are no-ops (a trial
+# of one would repeat the current best's run under another name and spend the budget).
+MINING_KNOBS = {"mined_weight", "hard_negatives", "num_positives"}
+
+
+def knob_applies(knob: str, base: dict) -> bool:
+    """Whether trying `knob`'s alternatives on top of `base` can change the run."""
+    return not (knob in MINING_KNOBS and base.get("ablation") == "-mining")
 
 # Stage 2: inference knobs, every combination (U2I alone is scored beside them).
 INFERENCE_GRID = {
@@ -166,6 +174,9 @@ def stage1(trials: Trials) -> tuple[dict, float]:
     best, best_score = {}, trials.run({}, "mic", "train", "printed")
     for knob, alternatives in (QUICK_KNOBS if FLAGS.quick else TRAIN_KNOBS):
         base = dict(best)
+        if not knob_applies(knob, base):
+            log(f"skipping {knob}: the best so far has no mining, so it changes nothing")
+            continue
         for alt in alternatives[1:]:
             if trials.spent >= FLAGS.budget:
                 log(f"budget of {FLAGS.budget} MIC trials spent; stopping stage 1 at {knob}")

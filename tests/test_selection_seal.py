@@ -37,3 +37,14 @@ def test_a_normal_run_seals_nothing(tmp_path):
     ds = toy_dataset(num_users=120)
     result = run_experiment(_cfg("none", True), ds, tmp_path / "run", log=lambda m: None)
     assert "test" in result and ds.sealed_splits == set()
+
+
+def test_mining_knobs_are_skipped_once_mining_is_off():
+    from experiments import select
+    names = [k for k, _ in select.TRAIN_KNOBS]
+    assert select.MINING_KNOBS <= set(names)  # every skipped knob is a real knob
+    no_mining = {"ablation": "-mining", "w_uv": 0.1}
+    assert [k for k in names if not select.knob_applies(k, no_mining)] == [
+        "mined_weight", "hard_negatives", "num_positives"]
+    assert all(select.knob_applies(k, {"w_uv": 0.1}) for k in names)
+    assert all(select.knob_applies(k, {"mining_on_plateau": True}) for k in names)
