@@ -1,5 +1,6 @@
-"""The serving tests' servers: a real `redis-server` (`mic_tf.serving.redis_process`, no
-fakeredis, no mocks: spec 9) and uvicorn serving an app over a socket in a thread."""
+"""The serving tests' servers: a real `redis-server` process, Debian's binary on a free
+localhost port (`mic_tf.serving.redis_process`; spec 9 allows no stand-in), and uvicorn serving
+an app over a socket in a thread."""
 
 from __future__ import annotations
 

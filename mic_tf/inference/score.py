@@ -357,13 +357,6 @@ def score_retrieved(ds: Datastore, q: np.ndarray, retrieved: dict, cfg: Inferenc
     return cands, counts, base
 
 
-def _score_candidates(ds: Datastore, q: np.ndarray, h: np.ndarray, cfg: InferenceConfig,
-                      exclude_users: np.ndarray | None = None):
-    """The channels, the counts and `basic + lam_mic * Score_MIC` of a validated batch."""
-    retrieved = retrieve(ds, q, h, cfg, exclude_users)
-    return (retrieved, *score_retrieved(ds, q, retrieved, cfg))
-
-
 def pick(ds: Datastore, base: np.ndarray, cands: np.ndarray, cfg: InferenceConfig,
          online: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The greedy diversity pick of `[B, C]` scored candidates -> `[B, N]` items and scores;
@@ -389,9 +382,14 @@ def rank_retrieved(ds: Datastore, queries, retrieved: dict, config: InferenceCon
       ds: the datastore; queries: `[B, D]` or `[B, K, D]`; retrieved: channel -> `[B, W]`.
       config: the settings (`top_n`, lambdas, readings); online: see `pick`.
     """
-    cfg = config
-    cfg.validate()
-    q = np.asarray(queries, dtype=np.float32)
+    config.validate()
+    return _rank(ds, np.asarray(queries, dtype=np.float32), retrieved, config, online)
+
+
+def _rank(ds: Datastore, q: np.ndarray, retrieved: dict, cfg: InferenceConfig,
+          online: bool) -> InferenceResult:
+    """Scores and picks validated retrievals (the common tail of `recommend` and
+    `rank_retrieved`)."""
     cands, counts, base = score_retrieved(ds, q, retrieved, cfg)
     items, scores = pick(ds, base, cands, cfg, online)
     return InferenceResult(items, scores, cands, counts, retrieved)
@@ -428,9 +426,7 @@ def recommend(ds: Datastore, queries, histories, config: InferenceConfig | None 
         exclude_users = np.asarray(exclude_users, dtype=np.int64).reshape(-1)
         if exclude_users.shape != (len(q),):
             raise UsageError(f"exclude_users must be [B = {len(q)}], got {exclude_users.shape}")
-    retrieved, cands, counts, base = _score_candidates(ds, q, h, cfg, exclude_users)
-    items, scores = pick(ds, base, cands, cfg, online)
-    return InferenceResult(items, scores, cands, counts, retrieved)
+    return _rank(ds, q, retrieve(ds, q, h, cfg, exclude_users), cfg, online)
 
 
 class CrossChannelInference:
