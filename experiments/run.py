@@ -326,6 +326,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint/export INFO lines drown the progress
     from mic_tf.experiment import run_experiment
     from mic_tf.utils.io import atomic_write_json
+    from mic_tf.utils.provenance import record_start
 
     if FLAGS.deterministic:
         import tensorflow as tf
@@ -347,6 +348,7 @@ def main(argv):
         def write_flags():
             check_same_run(out_dir, values)
             atomic_write_json(os.path.join(out_dir, "flags.json"), values)
+            record_start(out_dir)  # the commit and versions of this start (provenance.json)
             return ds.meta["data_fingerprint"]
 
         fingerprint = chief_first(distributed, write_flags)

@@ -70,6 +70,12 @@ def test_resume_after_sigkill_and_same_seed_same_metrics(tmp_path, data_dir, ml1
         for name, value in ma[split].items():
             assert mb[split][name] == pytest.approx(value, abs=1e-9), (split, name)
     assert ma["run"]["steps"] == mb["run"]["steps"] == 100
+    # provenance.json records both starts of the resumed run, each with this checkout's commit
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    starts = json.loads((b_dir / "provenance.json").read_text())["starts"]
+    assert len(starts) == 2 and {s["commit"] for s in starts} == {head or None}
+    assert starts[0]["packages"]["keras"].startswith("3.")
 
 
 def test_metrics_equal_a_recomputation_from_recommendations_and_raw_files(
