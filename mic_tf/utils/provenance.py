@@ -19,28 +19,32 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "faiss-cpu", "faiss-gpu-cu12", "numpy")
 
 
-def git(*args: str) -> str | None:
+def git(repo: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
                               timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout if done.returncode == 0 else None
 
 
-def code_version() -> dict:
-    """{commit, dirty, python, packages}; commit is None outside a git checkout. `dirty` says
-    whether tracked files differ from the commit (untracked files, e.g. run folders, do not
-    count)."""
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+def code_version(repo: Path = REPO) -> dict:
+    """{commit, dirty, modified, python, packages}; commit is None outside a git checkout.
+    `dirty` says whether tracked files outside `results/` differ from the commit, `modified`
+    names them (the reports rewrite `results/` while they run; untracked files, such as run
+    folders, do not count)."""
+    commit = (git(repo, "rev-parse", "HEAD") or "").strip() or None
+    status = (git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)results") if commit else None)
+    modified = [line[3:] for line in (status or "").splitlines()]
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    return {"commit": commit, "dirty": bool(status) if commit else None,
+    return {"commit": commit, "dirty": bool(modified) if commit else None,
+            "modified": modified[:20],
             "python": platform.python_version(), "packages": versions}
 
 
