@@ -42,7 +42,8 @@ def selection_trials(dataset: str, encoder: str) -> list[tuple[str, str]]:
     path = Path(FLAGS.results_dir) / f"selection_{dataset}_{encoder}.csv"
     if not path.exists():
         return []
-    rows = list(csv.DictReader(open(path)))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
     printed = [r for r in rows if r["knob"] == "printed"]
     chosen = [r for r in rows if r["stage"] == "inference"]
     if not printed or not chosen:
