@@ -8,6 +8,19 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
+def parse_flag(arg: str) -> tuple[str, str | bool]:
+    """`--name=value` -> (name, "value"); `--name` -> (name, True); `--noname` -> (name, False).
+
+    Without an `=`, a leading `no` is read as negation (absl's boolean syntax), so a non-boolean
+    flag must always be written `--name=value`."""
+    if not arg.startswith("--"):
+        raise ValueError(f"{arg!r} is not of the form --name[=value]")
+    name, eq, value = arg[2:].partition("=")
+    if eq:
+        return name, value
+    return (name[2:], False) if name.startswith("no") else (name, True)
+
+
 def read_flagfile(path: Path) -> dict:
     """`--name=value` / `--name` / `--noname` lines (`#` comments) -> {name: str or bool}."""
     out = {}
@@ -15,15 +28,11 @@ def read_flagfile(path: Path) -> dict:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if not line.startswith("--"):
-            raise ValueError(f"{path}: line {line!r} is not of the form --name[=value]")
-        name, eq, value = line[2:].partition("=")
-        if eq:
-            out[name] = value
-        elif name.startswith("no"):
-            out[name[2:]] = False
-        else:
-            out[name] = True
+        try:
+            name, value = parse_flag(line)
+        except ValueError as e:
+            raise ValueError(f"{path}: line {e}") from None
+        out[name] = value
     return out
 
 

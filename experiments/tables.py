@@ -31,6 +31,7 @@ def run_job(args: list[str], out_dir: Path, log, wait: bool = True) -> bool:
     left alone (returns False, retry later); with `wait=True` this waits for it.
     """
     if (out_dir / "metrics.json").exists():
+        check_finished_run(args, out_dir)
         return True
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "run.lock", "w") as lock:
@@ -39,6 +40,7 @@ def run_job(args: list[str], out_dir: Path, log, wait: bool = True) -> bool:
         except BlockingIOError:
             return False
         if (out_dir / "metrics.json").exists():  # finished by the process we waited for
+            check_finished_run(args, out_dir)
             return True
         cmd = [sys.executable, str(REPO / "experiments" / "run.py"), *args,
                f"--output_dir={out_dir}", "--verbose=2"]
@@ -52,6 +54,63 @@ def run_job(args: list[str], out_dir: Path, log, wait: bool = True) -> bool:
         # Wall time of the (last) attempt, for the reports' budget lines; not in metrics.json.
         (out_dir / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
     return True
+
+
+# Flags that name places, not settings: a run moved between worktrees keeps its identity.
+PLACE_FLAGS = ("verbose", "output_dir", "data_dir", "raw_dir", "raw_path", "configs_dir",
+               "flagfile")
+
+
+def same_value(stored, given: str | bool) -> bool:
+    """Whether a flags.json value (typed) equals a command-line value (a string or a bool)."""
+    if isinstance(stored, bool):
+        return stored == (given if isinstance(given, bool) else given.lower() in ("true", "1"))
+    if isinstance(given, bool):
+        return False
+    if stored is None:
+        return given in ("", "None")
+    if isinstance(stored, (int, float)):
+        try:
+            return float(given) == float(stored)
+        except ValueError:
+            return False
+    if isinstance(stored, list):
+        return given.split(",") == [str(v) for v in stored]
+    return str(stored) == given
+
+
+def expected_flags(args: list[str]) -> dict:
+    """The settings a run of `args` uses that flags.json can show: the arguments themselves,
+    and with `--plugin=mic` and the default `--mic_preset=selected`, the selected flagfile's
+    values for the flags the arguments leave out (as run.py applies them)."""
+    from experiments import flagfiles
+
+    given = dict(flagfiles.parse_flag(a) for a in args)
+    if given.get("plugin") != "mic" or given.get("mic_preset", "selected") != "selected":
+        return given
+    configs = given.get("configs_dir", flagfiles.CONFIGS)
+    path = flagfiles.selected_config(given.get("dataset", ""), given.get("encoder", ""), configs)
+    chosen = flagfiles.read_flagfile(path) if path.exists() else {}
+    return {**chosen, **given}
+
+
+def check_finished_run(args: list[str], out_dir: Path) -> None:
+    """A finished run is reused only if it was made with the settings asked for now: a changed
+    selected flagfile (a re-selection) or runner must not silently reuse an old run."""
+    stored_path = out_dir / "flags.json"
+    if not stored_path.exists():
+        raise RuntimeError(f"{out_dir} holds metrics.json but no flags.json, so it cannot be "
+                           f"checked against these settings; move the folder aside to re-run")
+    stored = json.loads(stored_path.read_text())
+    changed = {name: (stored[name], value) for name, value in expected_flags(args).items()
+               if name not in PLACE_FLAGS and name in stored
+               and not same_value(stored[name], value)}
+    if changed:
+        detail = ", ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in
+                           sorted(changed.items()))
+        raise RuntimeError(f"{out_dir} holds a finished run made with other settings ({detail}); "
+                           f"move the folder aside (or delete it) to re-run with the new ones, "
+                           f"or restore the settings it was made with")
 
 
 def run_jobs(jobs: list[tuple[list[str], Path]], log) -> None:

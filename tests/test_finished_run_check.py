@@ -1,0 +1,100 @@
+"""The table runners reuse a finished run only if it was made with the settings asked for now."""
+
+import json
+
+import pytest
+
+from experiments import flagfiles
+from experiments.tables import check_finished_run, run_job, same_value
+
+
+def finished_run(tmp_path, flags: dict):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "flags.json").write_text(json.dumps(flags))
+    (out / "metrics.json").write_text("{}")
+    return out
+
+
+STORED = {"dataset": "ml-100k", "encoder": "gru4rec", "plugin": "mic", "mic_preset": "selected",
+          "w_uv": 0.1, "w_vv": 0.0, "mining_on_plateau": True, "evaluate_test": True,
+          "eval_mode": "cross_channel", "seed": 0, "data_dir": "/elsewhere/split-1230",
+          "k1": None, "metrics": ["recall", "ndcg"]}
+
+
+def write_config(configs, lines):
+    configs.mkdir(exist_ok=True)
+    flagfiles.selected_config("ml-100k", "gru4rec", configs).write_text(
+        "# selected by hand for this test\n" + "\n".join(lines) + "\n")
+
+
+def args(configs, *extra):
+    return ["--dataset=ml-100k", "--encoder=gru4rec", "--plugin=mic", "--seed=0",
+            "--data_dir=/here/split-1230", f"--configs_dir={configs}", *extra]
+
+
+@pytest.mark.parametrize("stored,given,same", [
+    (0.1, "0.1", True), (0.1, "0.10", True), (0.1, "0.01", False), (3, "3", True),
+    (3, "x", False), (True, True, True), (True, False, False), (False, "false", True),
+    (True, "1", True), (None, "None", True), (None, "5", False), ("u2i", "u2i", True),
+    ("u2i", "cross_channel", False), (["recall", "ndcg"], "recall,ndcg", True),
+    (["recall"], "recall,ndcg", False), ("u2i", True, False)])
+def test_same_value(stored, given, same):
+    assert same_value(stored, given) is same
+
+
+def test_matching_run_is_reused(tmp_path):
+    configs = tmp_path / "configs"
+    write_config(configs, ["--w_uv=0.1", "--w_vv=0.0", "--mining_on_plateau",
+                           "--eval_mode=cross_channel"])
+    out = finished_run(tmp_path, STORED)
+    # metrics.json exists and the settings match: reused, run.py never starts
+    assert run_job(args(configs, "--evaluate_test"), out, log=print) is True
+
+
+def test_changed_selected_flagfile_is_refused(tmp_path):
+    configs = tmp_path / "configs"
+    write_config(configs, ["--w_uv=0.3", "--w_vv=0.0", "--nomining_on_plateau"])
+    out = finished_run(tmp_path, STORED)
+    with pytest.raises(RuntimeError) as err:
+        run_job(args(configs), out, log=print)
+    message = str(err.value)
+    assert "w_uv: 0.1 in the run, '0.3' now" in message
+    assert "mining_on_plateau: True in the run, False now" in message
+    assert "w_vv" not in message and "move the folder aside" in message
+
+
+def test_explicit_argument_beats_the_flagfile(tmp_path):
+    configs = tmp_path / "configs"
+    write_config(configs, ["--w_uv=0.3"])
+    out = finished_run(tmp_path, STORED)
+    check_finished_run(args(configs, "--w_uv=0.1"), out)  # given explicitly: the run matches
+    with pytest.raises(RuntimeError, match="eval_mode: 'cross_channel' in the run, 'u2i' now"):
+        check_finished_run(args(configs, "--w_uv=0.1", "--eval_mode=u2i"), out)
+
+
+def test_paper_preset_ignores_the_flagfile(tmp_path):
+    configs = tmp_path / "configs"
+    write_config(configs, ["--w_uv=0.3"])
+    out = finished_run(tmp_path, {**STORED, "mic_preset": "paper"})
+    check_finished_run(args(configs, "--mic_preset=paper"), out)
+    with pytest.raises(RuntimeError, match="seed: 0 in the run, '1' now"):
+        check_finished_run(args(configs, "--mic_preset=paper", "--seed=1"), out)
+
+
+def test_run_without_flags_json_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(RuntimeError, match="no flags.json"):
+        run_job(["--dataset=ml-100k"], out, log=print)
+
+
+def test_flagfile_lines(tmp_path):
+    path = tmp_path / "x.flags"
+    path.write_text("# a comment\n\n--w_uv=0.1\n--mining_on_plateau\n--nosingle_channel_heads\n")
+    assert flagfiles.read_flagfile(path) == {"w_uv": "0.1", "mining_on_plateau": True,
+                                             "single_channel_heads": False}
+    path.write_text("--w_uv=0.1\nw_vv=0.3\n")
+    with pytest.raises(ValueError, match=r"x.flags: line 'w_vv=0.3' is not of the form"):
+        flagfiles.read_flagfile(path)
