@@ -6,6 +6,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+# Flags that name places or how much is printed, not settings: two runs that differ only in
+# them are the same run (run.py's resume check, the table runners' reuse of finished runs).
+PLACE_FLAGS = ("verbose", "output_dir", "flagfile", "data_dir", "raw_dir", "raw_path")
 
 
 def parse_flag(arg: str) -> tuple[str, str | bool]:

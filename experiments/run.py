@@ -295,8 +295,7 @@ def resolved_flags(cfg, out_dir, ds) -> dict:
 # Paths may change between a run and its resumption (a moved data folder); what they hold may
 # not, and `data_fingerprint` (the processed content's checksums) is compared instead. N workers
 # with global batch B train as one process with batch B, so a run may resume on other workers.
-RESUME_IGNORED = ("verbose", "output_dir", "flagfile", "data_dir", "raw_dir", "raw_path",
-                  "distribute", "workers")
+RESUME_IGNORED = (*flagfiles.PLACE_FLAGS, "distribute", "workers")
 
 
 def check_same_run(out_dir, values) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from experiments import flagfiles
+
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("recall", "ndcg", "hit_rate", "diversity")
 CUTOFFS = (20, 50)
@@ -56,11 +58,6 @@ def run_job(args: list[str], out_dir: Path, log, wait: bool = True) -> bool:
     return True
 
 
-# Flags that name places, not settings: a run moved between worktrees keeps its identity.
-PLACE_FLAGS = ("verbose", "output_dir", "data_dir", "raw_dir", "raw_path", "configs_dir",
-               "flagfile")
-
-
 def same_value(stored, given: str | bool) -> bool:
     """Whether a flags.json value (typed) equals a command-line value (a string or a bool)."""
     if isinstance(stored, bool):
@@ -83,8 +80,6 @@ def expected_flags(args: list[str]) -> dict:
     """The settings a run of `args` uses that flags.json can show: the arguments themselves,
     and with `--plugin=mic` and the default `--mic_preset=selected`, the selected flagfile's
     values for the flags the arguments leave out (as run.py applies them)."""
-    from experiments import flagfiles
-
     given = dict(flagfiles.parse_flag(a) for a in args)
     if given.get("plugin") != "mic" or given.get("mic_preset", "selected") != "selected":
         return given
@@ -92,6 +87,10 @@ def expected_flags(args: list[str]) -> dict:
     path = flagfiles.selected_config(given.get("dataset", ""), given.get("encoder", ""), configs)
     chosen = flagfiles.read_flagfile(path) if path.exists() else {}
     return {**chosen, **given}
+
+
+# configs_dir too: what it points at is compared through the flagfile's values
+REUSE_IGNORED = (*flagfiles.PLACE_FLAGS, "configs_dir")
 
 
 def check_finished_run(args: list[str], out_dir: Path) -> None:
@@ -103,7 +102,7 @@ def check_finished_run(args: list[str], out_dir: Path) -> None:
                            f"checked against these settings; move the folder aside to re-run")
     stored = json.loads(stored_path.read_text())
     changed = {name: (stored[name], value) for name, value in expected_flags(args).items()
-               if name not in PLACE_FLAGS and name in stored
+               if name not in REUSE_IGNORED and name in stored
                and not same_value(stored[name], value)}
     if changed:
         detail = ", ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in
@@ -136,9 +135,7 @@ ARM_NAMES = {"none": "X", "mic_paper": "X + MIC (paper's values)",
 
 def selected_config(dataset: str, encoder: str, configs_dir) -> Path:
     """The flagfile of the selected settings; exits with the command that makes it if missing."""
-    from experiments.flagfiles import selected_config as path_of
-
-    path = path_of(dataset, encoder, configs_dir)
+    path = flagfiles.selected_config(dataset, encoder, configs_dir)
     if not path.exists():
         raise SystemExit(f"error: no selected MIC settings for {dataset} / {encoder} ({path}); "
                          f"run `python experiments/select.py --dataset={dataset} "
