@@ -13,7 +13,8 @@ disjoint from these). Every run is then evaluated both ways (spec 5): U2I with t
 score, and MIC's cross-channel inference (X's checkpoints with the selected inference settings,
 so that X and X + MIC share the inference), which separates what MIC's training does from what
 its inference does. Finished runs and re-evaluations are skipped, so an interrupted table
-resumes. Writes results/table1_DATASET.{csv,md}: the CSV in long form (encoder, arm, way,
+resumes; finished runs' records in git (results/runs/table1/, `experiments/records.py`) are
+restored instead of re-trained on a fresh machine. Writes results/table1_DATASET.{csv,md}: the CSV in long form (encoder, arm, way,
 metric, mean, std, n), the Markdown one table per way, with the relative gain of each MIC arm
 over X and a two-sided paired t-test over seeds, beside the paper's ML-1M values.
 """
@@ -41,6 +42,9 @@ flags.DEFINE_list("arms", None, "Arms among none, mic_paper, mic_selected (defau
 flags.DEFINE_string("runs_dir", None, "Where the runs go (default runs/table1/DATASET).")
 flags.DEFINE_string("results_dir", str(REPO / "results"), "Where the tables go.")
 flags.DEFINE_string("configs_dir", str(REPO / "configs"), "Where the selected settings are.")
+flags.DEFINE_string("report_name", "table1", "Base name of the tables written "
+                    "(RESULTS_DIR/NAME_DATASET.{csv,md}): another name keeps a table of part of "
+                    "the encoders beside the full one.")
 flags.DEFINE_boolean("quick", False, "Smoke mode: first seed only, 40 steps, valid every 20.")
 flags.DEFINE_list("extra_args", [], "Extra run.py flags for every run, e.g. --basic_loss=logistic.")
 flags.DEFINE_list("plugins", None, "Deprecated spelling of --arms: none -> none, mic -> "
@@ -176,7 +180,8 @@ def write_tables(results: dict, chosen: list[str], path_csv, path_md) -> None:
 def main(argv):
     del argv
     chosen = arms()
-    path = lambda ext: report_path(FLAGS.results_dir, "table1", FLAGS.dataset, FLAGS.quick, ext)  # noqa: E731
+    path = lambda ext: report_path(FLAGS.results_dir, FLAGS.report_name,  # noqa: E731
+                                   FLAGS.dataset, FLAGS.quick, ext)
     write_tables(run_grid(chosen), chosen, path("csv"), path("md"))
     print(path("md"))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from experiments import flagfiles
+from experiments import flagfiles, records
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("recall", "ndcg", "hit_rate", "diversity")
@@ -30,8 +30,10 @@ def run_job(args: list[str], out_dir: Path, log, wait: bool = True) -> bool:
 
     Runners may work on one grid from several processes (one per core): a run is claimed with
     an exclusive lock on `out_dir/run.lock`. With `wait=False` a run another process holds is
-    left alone (returns False, retry later); with `wait=True` this waits for it.
+    left alone (returns False, retry later); with `wait=True` this waits for it. A run whose
+    record is in git (`experiments/records.py`) is restored instead of re-trained.
     """
+    records.restore(out_dir)
     if (out_dir / "metrics.json").exists():
         check_finished_run(args, out_dir)
         return True
@@ -55,6 +57,7 @@ def run_job(args: list[str], out_dir: Path, log, wait: bool = True) -> bool:
             raise RuntimeError(f"run failed (exit {result.returncode}); see {out_dir / 'run.log'}")
         # Wall time of the (last) attempt, for the reports' budget lines; not in metrics.json.
         (out_dir / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
+        records.save(out_dir)
     return True
 
 
@@ -178,8 +181,13 @@ def cached_json(path: Path, compute) -> dict:
 
     if path.exists():
         return json.loads(path.read_text())
+    run_dir = path.parent.parent if path.parent.name == "reeval" else None  # RUN/reeval/NAME
+    if run_dir is not None:
+        records.require_checkpoint(run_dir, path.name)
     value = compute()
     atomic_write_json(path, value)
+    if run_dir is not None:
+        records.save(run_dir)  # the record gains the new re-evaluation
     return value
 
 
