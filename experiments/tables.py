@@ -36,6 +36,7 @@ def run_job(args: list[str], out_dir: Path, log, wait: bool = True) -> bool:
     records.restore(out_dir)
     if (out_dir / "metrics.json").exists():
         check_finished_run(args, out_dir)
+        records.save(out_dir)  # a run finished before records existed (or by an older runner)
         return True
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "run.lock", "w") as lock:

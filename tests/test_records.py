@@ -101,3 +101,11 @@ def test_restored_run_without_the_reevaluation_asked_for_is_a_clear_error(roots)
         both_ways(runs / "ml-100k" / "a")
     # what the record holds is still served: X's own way
     assert json.loads((runs / "ml-100k" / "a" / "metrics.json").read_text())["test"] == TEST
+
+
+def test_reusing_a_finished_run_records_it(roots):
+    runs, recs = roots
+    run = finished(runs / "ml-100k" / "gru4rec-none-s0")  # finished before records existed
+    args = ["--dataset=ml-100k", "--encoder=gru4rec", "--plugin=none", "--seed=0"]
+    assert run_job(args, run, log=print) is True
+    assert (recs / "ml-100k" / "gru4rec-none-s0" / "metrics.json").exists()
