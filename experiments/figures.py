@@ -25,7 +25,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.tables import (REPO, TRAINED_VARIANTS, cached_json,  # noqa: E402
+from experiments.tables import (REPO, cached_json, check_trained_rows,  # noqa: E402
                                 default_runs_dir, load_test_metrics, log, report_path, run_jobs,
                                 seeds_to_run, selected_config, variant_dir, variant_jobs,
                                 write_csv)
@@ -44,6 +44,10 @@ flags.DEFINE_list("lam_div", ["0", "0.05", "0.1", "0.2", "0.5", "1", "2"],
                   "MIC's diversity weights (Figure 4).")
 flags.DEFINE_list("coef", ["0", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "2"],
                   "ComiRec's greedy coefficients for the baseline (Figure 4).")
+flags.DEFINE_list("trained", ["baseline", "full", "-uu", "-ui", "-ii", "-perturbation",
+                                 "-mining"],
+                  "The trained rows (runs trained when missing); fewer give a partial report, "
+                  "e.g. baseline,full: only re-evaluations of Table 1's runs.")
 FLAGS = flags.FLAGS
 
 REPR = ("ui_alignment", "uu_uniformity", "ii_uniformity")
@@ -90,7 +94,7 @@ def figure5_points(runs: Path, seeds, log) -> list[dict]:
 
     rows = []
     for seed in seeds:
-        for variant in ("baseline",) + TRAINED_VARIANTS:
+        for variant in check_trained_rows(FLAGS.trained):
             folder = variant_dir(runs, FLAGS.encoder, variant, seed, FLAGS.arm)
             geo = cached_json(folder / "reeval" / "representation-test.json",
                               lambda: representation_metrics(load_run(folder)))
@@ -171,6 +175,7 @@ def main(argv):
     if FLAGS.arm == "mic_selected":
         selected_config(FLAGS.dataset, FLAGS.encoder, FLAGS.configs_dir)
     jobs = variant_jobs(FLAGS.dataset, FLAGS.encoder, seeds, runs, FLAGS.quick, FLAGS.extra_args,
+                        variants=tuple(check_trained_rows(FLAGS.trained)),
                         arm=FLAGS.arm, configs_dir=FLAGS.configs_dir)
     run_jobs(list(jobs.values()), log)
     for name, points, plot in (("figure4", figure4_points, plot_figure4),

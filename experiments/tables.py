@@ -195,6 +195,17 @@ def cached_json(path: Path, compute) -> dict:
 TRAINED_VARIANTS = ("full", "-uu", "-ui", "-ii", "-perturbation", "-mining")
 
 
+def check_trained_rows(rows: list[str]) -> list[str]:
+    """Validates a `--trained` list of Table 4 / Figure 5 rows (the trained variants)."""
+    allowed = ("baseline",) + TRAINED_VARIANTS
+    unknown = [r for r in rows if r not in allowed]
+    if unknown or not {"baseline", "full"} <= set(rows):
+        raise SystemExit(f"error: --trained={','.join(rows)}: rows are among "
+                         f"{', '.join(allowed)} and must include baseline and full "
+                         f"(the comparisons are against them)")
+    return [r for r in allowed if r in rows]
+
+
 def variant_dir(runs: Path, encoder: str, variant: str, seed: int,
                 arm: str = "mic_selected") -> Path:
     """`baseline` = Table 1's X run, `full` = its run of `arm`, an ablation such as `-uu` = that

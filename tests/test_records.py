@@ -6,7 +6,7 @@ import json
 import pytest
 
 from experiments import records
-from experiments.tables import both_ways, cached_json, run_job
+from experiments.tables import both_ways, cached_json, check_trained_rows, run_job
 
 FLAGS = {"dataset": "ml-100k", "encoder": "gru4rec", "plugin": "none", "seed": 0,
          "data_dir": "/made/elsewhere/split-1230"}
@@ -109,3 +109,11 @@ def test_reusing_a_finished_run_records_it(roots):
     args = ["--dataset=ml-100k", "--encoder=gru4rec", "--plugin=none", "--seed=0"]
     assert run_job(args, run, log=print) is True
     assert (recs / "ml-100k" / "gru4rec-none-s0" / "metrics.json").exists()
+
+
+def test_trained_rows_of_a_partial_table4_or_figure5():
+    # in Table 4's order whatever the order asked; baseline and full are required
+    assert check_trained_rows(["full", "-mining", "baseline"]) == ["baseline", "full", "-mining"]
+    for bad in (["baseline", "-uu"], ["baseline", "full", "-u2u"]):
+        with pytest.raises(SystemExit, match="must include baseline and full"):
+            check_trained_rows(bad)
