@@ -28,6 +28,7 @@ setup(
     python_requires=">=3.10,<3.13",
     install_requires=_requirements("requirements.txt"),
     extras_require={"serving": SERVING,
-                    "test": ["pytest>=7", "httpx>=0.27", "schemathesis>=4", *SERVING]},
+                    "test": ["pytest>=7", "pytest-xdist>=3", "httpx>=0.27", "schemathesis>=4",
+                             *SERVING]},
     license="Apache-2.0",
 )
