@@ -6,7 +6,8 @@
 Figure 4 (accuracy vs diversity): test recall@50 against diversity@50 as the diversity weight
 sweeps, for (a) X + MIC through cross-channel inference (`lam_div`), (b) the baseline X with
 ComiRec's greedy coefficient (`score - coef * same-category picks`), and (c) the baseline's
-checkpoint through MIC's inference, which separates MIC's inference from its training.
+checkpoint through X + MIC's inference settings (lam_div swept), which separates MIC's
+inference from its training.
 Figure 5 (representation geometry): test recall@50 against UI alignment, UU uniformity and II
 uniformity (Wang & Isola) for the baseline and every contrastive setting of Table 4.
 It trains the runs it needs (shared with table1.py / table4.py, skipped when finished) and caches
@@ -14,6 +15,7 @@ every re-evaluation in the run's `reeval/`. Writes results/figure{4,5}_DATASET.{
 """
 
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -57,10 +59,16 @@ LINES = {"mic": "X + MIC (cross-channel, lam_div)",
 
 
 def figure4_points(runs: Path, seeds, log) -> list[dict]:
-    from mic_tf.evaluation.checkpoint import evaluate_cross_channel, evaluate_u2i, load_run
+    from mic_tf.evaluation.checkpoint import (config_from_flags, evaluate_cross_channel,
+                                              evaluate_u2i, load_run)
 
     rows = []
     for seed in seeds:
+        # X's checkpoint goes through the same inference as X + MIC's run of this seed (its M's,
+        # lam_mic, Score_MIC reading ...), so the two cross-channel lines differ by training only
+        full_flags = json.loads((variant_dir(runs, FLAGS.encoder, "full", seed, FLAGS.arm)
+                                 / "flags.json").read_text())
+        mic_inference = config_from_flags(full_flags).inference
         for line, variant, grid in (("mic", "full", FLAGS.lam_div),
                                     ("baseline", "baseline", FLAGS.coef),
                                     ("baseline_mic_inference", "baseline", FLAGS.lam_div)):
@@ -77,11 +85,13 @@ def figure4_points(runs: Path, seeds, log) -> list[dict]:
                     r = run()
                     if line == "baseline":
                         return evaluate_u2i(r, coef=float(value))
-                    cfg = dataclasses.replace(r.config.inference, top_n=r.config.train.top_n,
+                    cfg = dataclasses.replace(mic_inference, top_n=r.config.train.top_n,
                                               lam_div=float(value), use_u2i=True, use_u2u=True,
                                               use_i2i=True)
                     return evaluate_cross_channel(r, cfg)
-                name = f"fig4-{line}-{float(value):g}.json"
+                # "-as-mic": X's line with X + MIC's inference (earlier caches used X's own)
+                tag = "-as-mic" if line == "baseline_mic_inference" else ""
+                name = f"fig4-{line}{tag}-{float(value):g}.json"
                 m = cached_json(folder / "reeval" / name, compute)
                 rows.append({"line": line, "weight": float(value), "seed": seed,
                              "recall@50": m["recall@50"], "diversity@50": m["diversity@50"]})
