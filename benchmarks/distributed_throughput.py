@@ -81,10 +81,7 @@ def worker() -> None:
                            "seconds": round(seconds, 3),
                            "examples_per_second": round(FLAGS.steps * FLAGS.batch_size / seconds),
                            "load_average_1min": round(os.getloadavg()[0], 2)}, f)
-        distributed.collectives.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    distributed.leave()  # every worker's temporary run folder is its own, removed above
 
 
 def measure(count: int, data_dir: str) -> dict:

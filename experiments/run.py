@@ -372,14 +372,10 @@ def main(argv):
 
 
 def finish(distributed) -> None:
-    """The workers wait for the chief's outputs, then all leave at once: a worker that exits
-    first is reported by TensorFlow's coordination service as crashed, and the others' exit
-    then waits for its heartbeat timeout. Everything is written (atomically) and flushed by
-    then, so the interpreter's finalisation is skipped (as on Ctrl-C, `interrupts.stop`)."""
-    distributed.collectives.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    """The workers wait for the chief's outputs (written atomically by then), then leave
+    together (`Distribution.leave`: a worker that exits first breaks the others' last
+    collective, or is reported by the coordination service as crashed)."""
+    distributed.leave()
 
 
 def check_same_data(distributed, fingerprint, ds) -> None:

@@ -46,10 +46,7 @@ def main(argv):
             json.dump({"losses": losses, "weights": weights,
                        "mined": int((keras.ops.convert_to_numpy(trainer.model.user_pos) >= 0).sum())
                        if FLAGS.plugin == "mic" else 0}, f)
-    distributed.collectives.barrier()  # leave together (see experiments/run.py `finish`)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    distributed.leave()  # together, as experiments/run.py `finish` does
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -166,6 +167,33 @@ class Distribution:
     @property
     def num_workers(self) -> int:
         return self.cluster.num_workers
+
+    def leave(self, timeout_seconds: float = 600.0) -> None:
+        """Ends this worker's process once every worker is done; call it after the outputs are
+        written. A worker must not exit right after the last collective: ring collectives fetch
+        buffers lazily, so a peer may still be reading this worker's last buffer, and exiting
+        closes the socket under it ("Collective ops is aborted by: Socket closed", seen on CI
+        under load). So the collective barrier is followed by a barrier of TensorFlow's
+        coordination service, which no worker passes before every worker has finished its
+        collectives. The chief hosts that service: when it exits just after releasing the
+        barrier, another worker may get an error instead of the release; by then every
+        collective is complete, so that error is reported and the worker still exits with 0.
+        The interpreter's finalisation is skipped (as on Ctrl-C, `interrupts.stop`): a worker
+        that shuts TensorFlow down normally waits for the others' heartbeats."""
+        import tensorflow as tf
+        from tensorflow.python.eager import context
+
+        self.collectives.barrier()
+        try:
+            context.context().wait_at_barrier("mic_tf_leave", int(timeout_seconds * 1000))
+        except tf.errors.OpError as e:
+            if self.is_chief or not isinstance(e, tf.errors.UnavailableError):
+                print(f"warning: {self.cluster.name}: the exit barrier failed after every "
+                      f"collective had completed ({type(e).__name__}); exiting anyway",
+                      file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     @classmethod
     def from_env(cls) -> "Distribution":
