@@ -367,15 +367,8 @@ def main(argv):
     if distributed is None or distributed.is_chief:
         print(json.dumps({"output_dir": out_dir, **{k: result[k] for k in ("valid", "test")
                                                      if k in result}}))
-    if distributed is not None:
-        finish(distributed)
-
-
-def finish(distributed) -> None:
-    """The workers wait for the chief's outputs (written atomically by then), then leave
-    together (`Distribution.leave`: a worker that exits first breaks the others' last
-    collective, or is reported by the coordination service as crashed)."""
-    distributed.leave()
+    if distributed is not None:  # after the chief's outputs (written atomically): leave together
+        distributed.leave()
 
 
 def check_same_data(distributed, fingerprint, ds) -> None:

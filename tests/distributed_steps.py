@@ -46,7 +46,7 @@ def main(argv):
             json.dump({"losses": losses, "weights": weights,
                        "mined": int((keras.ops.convert_to_numpy(trainer.model.user_pos) >= 0).sum())
                        if FLAGS.plugin == "mic" else 0}, f)
-    distributed.leave()  # together, as experiments/run.py `finish` does
+    distributed.leave()  # together, as experiments/run.py does
 
 
 if __name__ == "__main__":
