@@ -113,11 +113,20 @@ def run_grid(chosen: list[str]) -> dict:
                         *arm_args(arm, FLAGS.configs_dir), *FLAGS.extra_args]
                 jobs[encoder, arm, seed] = (args + (QUICK_ARGS if FLAGS.quick else []),
                                             arm_dir(runs, encoder, arm, seed))
-    run_jobs(list(jobs.values()), log)
+    key_of = {out: key for key, (_, out) in jobs.items()}
+
+    def ways_of(out):  # both ways, cached in the run's record
+        encoder, arm, _ = key_of[out]
+        return both_ways(out, cross_flags(encoder) if arm == "none" else None)
+
+    def evaluate(out):
+        log(f"evaluating {out.name} both ways")
+        ways_of(out)
+
+    run_jobs(list(jobs.values()), log, after=evaluate)
     results = {}
     for (encoder, arm, seed), (_, out) in jobs.items():
-        log(f"evaluating {out.name} both ways")
-        ways = both_ways(out, cross_flags(encoder) if arm == "none" else None)
+        ways = ways_of(out)  # read back from the cache
         for way, metrics in ways.items():
             results[encoder, arm, way, seed] = metrics
     return results

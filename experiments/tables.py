@@ -116,11 +116,22 @@ def check_finished_run(args: list[str], out_dir: Path) -> None:
                            f"or restore the settings it was made with")
 
 
-def run_jobs(jobs: list[tuple[list[str], Path]], log) -> None:
-    """Runs every (args, out_dir) job; jobs another runner holds are done last (waiting)."""
-    deferred = [(args, out) for args, out in jobs if not run_job(args, out, log, wait=False)]
+def run_jobs(jobs: list[tuple[list[str], Path]], log, after=None) -> None:
+    """Runs every (args, out_dir) job; jobs another runner holds are done last (waiting).
+
+    `after(out_dir)`, if given, runs as soon as each job is finished (by this runner or found
+    finished): the reports pass their re-evaluations, so a grid stopped half-way leaves
+    complete records of the runs it finished, not records waiting on the checkpoints."""
+    deferred = []
+    for args, out in jobs:
+        if not run_job(args, out, log, wait=False):
+            deferred.append((args, out))
+        elif after is not None:
+            after(out)
     for args, out in deferred:
         run_job(args, out, log, wait=True)
+        if after is not None:
+            after(out)
 
 
 QUICK_ARGS = ["--max_steps=40", "--eval_every=20", "--mining_every=20", "--batch_size=64"]

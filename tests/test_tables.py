@@ -146,3 +146,30 @@ def test_select_quick_smoke_reads_no_test_target(tmp_path, ml100k_raw_dir):
     assert any(l.startswith("--eval_mode=") for l in lines) and any("lam_mic" in l for l in lines)
     best = max((r for r in rows if r["stage"] == "train"), key=lambda r: float(r["recall@50"]))
     assert all(f in lines for f in best["flags"].split())  # the stage-1 winner's flags
+
+
+def test_run_jobs_calls_after_for_each_finished_job(tmp_path):
+    """The reports evaluate each run as soon as it is finished (a stopped grid leaves complete
+    records): `after` sees every job, found finished or run, in the jobs' order."""
+    sys.path.insert(0, str(REPO))
+    from experiments.tables import run_jobs
+
+    jobs = []
+    for seed in (0, 1, 2):
+        out = tmp_path / f"run-s{seed}"
+        out.mkdir()
+        (out / "flags.json").write_text(json.dumps({"seed": seed, "plugin": "none"}))
+        (out / "metrics.json").write_text(json.dumps({"test": {"recall@50": 0.1}}))
+        jobs.append(([f"--seed={seed}", "--plugin=none"], out))
+    seen = []
+    run_jobs(jobs, lambda msg: None, after=seen.append)
+    assert seen == [out for _, out in jobs]
+    (jobs[1][1] / "flags.json").write_text(json.dumps({"seed": 7, "plugin": "none"}))
+    seen.clear()
+    try:  # a finished run made with other settings stops the grid before its `after`
+        run_jobs(jobs, lambda msg: None, after=seen.append)
+    except RuntimeError as err:
+        assert "other settings" in str(err)
+    else:
+        raise AssertionError("a run with other settings was reused")
+    assert seen == [jobs[0][1]]
