@@ -114,20 +114,17 @@ def run_grid(chosen: list[str]) -> dict:
                 jobs[encoder, arm, seed] = (args + (QUICK_ARGS if FLAGS.quick else []),
                                             arm_dir(runs, encoder, arm, seed))
     key_of = {out: key for key, (_, out) in jobs.items()}
+    ways_of = {}
 
-    def ways_of(out):  # both ways, cached in the run's record
+    def evaluate(out):  # both ways, as soon as the run is finished: cached in its record
         encoder, arm, _ = key_of[out]
-        return both_ways(out, cross_flags(encoder) if arm == "none" else None)
-
-    def evaluate(out):
         log(f"evaluating {out.name} both ways")
-        ways_of(out)
+        ways_of[out] = both_ways(out, cross_flags(encoder) if arm == "none" else None)
 
     run_jobs(list(jobs.values()), log, after=evaluate)
     results = {}
     for (encoder, arm, seed), (_, out) in jobs.items():
-        ways = ways_of(out)  # read back from the cache
-        for way, metrics in ways.items():
+        for way, metrics in ways_of[out].items():
             results[encoder, arm, way, seed] = metrics
     return results
 

@@ -122,16 +122,16 @@ def run_jobs(jobs: list[tuple[list[str], Path]], log, after=None) -> None:
     `after(out_dir)`, if given, runs as soon as each job is finished (by this runner or found
     finished): the reports pass their re-evaluations, so a grid stopped half-way leaves
     complete records of the runs it finished, not records waiting on the checkpoints."""
+    after = after or (lambda out: None)
     deferred = []
     for args, out in jobs:
-        if not run_job(args, out, log, wait=False):
-            deferred.append((args, out))
-        elif after is not None:
+        if run_job(args, out, log, wait=False):
             after(out)
+        else:
+            deferred.append((args, out))
     for args, out in deferred:
         run_job(args, out, log, wait=True)
-        if after is not None:
-            after(out)
+        after(out)
 
 
 QUICK_ARGS = ["--max_steps=40", "--eval_every=20", "--mining_every=20", "--batch_size=64"]

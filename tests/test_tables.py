@@ -5,6 +5,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from experiments.tables import run_jobs
 from tests.conftest import REPO
 
 
@@ -151,9 +154,6 @@ def test_select_quick_smoke_reads_no_test_target(tmp_path, ml100k_raw_dir):
 def test_run_jobs_calls_after_for_each_finished_job(tmp_path):
     """The reports evaluate each run as soon as it is finished (a stopped grid leaves complete
     records): `after` sees every job, found finished or run, in the jobs' order."""
-    sys.path.insert(0, str(REPO))
-    from experiments.tables import run_jobs
-
     jobs = []
     for seed in (0, 1, 2):
         out = tmp_path / f"run-s{seed}"
@@ -166,10 +166,7 @@ def test_run_jobs_calls_after_for_each_finished_job(tmp_path):
     assert seen == [out for _, out in jobs]
     (jobs[1][1] / "flags.json").write_text(json.dumps({"seed": 7, "plugin": "none"}))
     seen.clear()
-    try:  # a finished run made with other settings stops the grid before its `after`
+    # a finished run made with other settings stops the grid before its `after`
+    with pytest.raises(RuntimeError, match="other settings"):
         run_jobs(jobs, lambda msg: None, after=seen.append)
-    except RuntimeError as err:
-        assert "other settings" in str(err)
-    else:
-        raise AssertionError("a run with other settings was reused")
     assert seen == [jobs[0][1]]
