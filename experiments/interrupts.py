@@ -45,10 +45,7 @@ def install(message: str, repeat_seconds: float = REPEAT_SECONDS) -> None:
 
     def hook(kind, value, tb):
         if issubclass(kind, KeyboardInterrupt):
-            sys.stderr.write(f"\ninterrupted: {message}\n")
-            sys.stderr.flush()
-            sys.stdout.flush()
-            os._exit(EXIT_STATUS)  # nothing started yet: no cleanup to run
+            stop(message)  # nothing started yet: no cleanup to run
         previous(kind, value, tb)
 
     sys.excepthook = hook
