@@ -1,9 +1,11 @@
-"""Run records: the small JSON files of a finished report run, kept in git under `results/runs/`.
+"""Run records: the small JSON files of a finished run, kept in git under `results/runs/`.
 
-A report run's folder (`runs/...`: checkpoints, TensorBoard logs) stays on the machine that made
-it, and machines do not outlive a session. Its record (flags.json, metrics.json, provenance.json, wall time
-and the cached re-evaluations in `reeval/`) is what the tables are computed from, so it is copied to
-`results/runs/table1/<the same path under runs/table1/>` and committed with the tables. A later runner on a
+A run's folder (`runs/...`: checkpoints, TensorBoard logs) stays on the machine that made it,
+and machines do not outlive a session. Its record (flags.json, metrics.json, provenance.json,
+wall time and the cached re-evaluations in `reeval/`) is what the tables and the selections are
+computed from, so it is copied to `results/runs/<the same path under runs/>` and committed:
+`runs/table1/...` (the reports' runs) and `runs/select/...` (experiments/select.py's trials, so
+a selection that outlasts a session resumes on the next machine). A later runner on a
 fresh machine restores a record into an empty run folder and treats the run as finished
 (`tables.run_job` still checks its flags against the settings asked for now), so a report can be
 regenerated, or grown by one encoder, without re-training what was already measured.
@@ -19,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RUNS = REPO / "runs" / "table1"  # the reports' runs (Table 1, Table 4, figures share it)
-RECORDS = REPO / "results" / "runs" / "table1"
+RUNS = REPO / "runs"  # runs/table1 (Table 1, Table 4, figures share it), runs/select (trials)
+RECORDS = REPO / "results" / "runs"
 FILES = ("flags.json", "metrics.json", "provenance.json", "wall_seconds.txt")
 RESTORED = "RESTORED_FROM_RECORD"  # marker in a run folder filled from its record
 
@@ -34,8 +36,8 @@ def record_dir(run_dir: Path, runs_root: Path | None = None,
         rel = Path(run_dir).resolve().relative_to(Path(runs_root).resolve())
     except ValueError:
         return None
-    if not rel.parts or rel.parts[0].endswith("-quick"):  # smoke grids (--quick) are not kept
-        return None
+    if not rel.parts or any(p.endswith("-quick") for p in rel.parts[:-1]):
+        return None  # smoke grids (--quick: runs/table1/DATASET-quick, runs/select/.../ENC-quick)
     return Path(records_root) / rel
 
 

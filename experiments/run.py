@@ -132,20 +132,23 @@ flags.DEFINE_integer("verbose", None, "Keras progress: 1 bar, 2 one line per per
 FLAGS = flags.FLAGS
 
 
-def apply_mic_preset() -> str:
+def apply_mic_preset() -> tuple[str, dict | None]:
     """Applies the selected MIC settings (spec 3.3: the defaults are the values selected on
-    validation); returns what was used, for flags.json."""
+    validation); returns what was used and the flagfile's lines (None without one), for
+    flags.json: the table runners' reuse check compares the lines with today's file, so a flag
+    the file no longer sets (left to run.py's default) is caught as well as a changed value."""
     if FLAGS.plugin != "mic" or FLAGS.mic_preset == "paper":
-        return "paper"
+        return "paper", None
     path = flagfiles.selected_config(FLAGS.dataset, FLAGS.encoder, FLAGS.configs_dir)
     if not path.exists():
         logging.warning("no selected MIC settings in %s: using the paper's printed values "
                         "(run experiments/select.py to choose them on validation)", path)
-        return "paper (no selected config)"
-    applied = flagfiles.apply_defaults(FLAGS, flagfiles.read_flagfile(path))
+        return "paper (no selected config)", None
+    lines = flagfiles.read_flagfile(path)
+    applied = flagfiles.apply_defaults(FLAGS, lines)
     print(f"MIC settings from {path}: {', '.join(applied) or 'none (all given)'}",
           file=sys.stderr)
-    return str(path)
+    return str(path), lines
 
 
 def resolved(name):
@@ -295,7 +298,8 @@ def resolved_flags(cfg, out_dir, ds) -> dict:
 # Paths may change between a run and its resumption (a moved data folder); what they hold may
 # not, and `data_fingerprint` (the processed content's checksums) is compared instead. N workers
 # with global batch B train as one process with batch B, so a run may resume on other workers.
-RESUME_IGNORED = (*flagfiles.PLACE_FLAGS, "distribute", "workers")
+# mic_preset_values: the flags' own values are compared; runs started before it existed resume
+RESUME_IGNORED = (*flagfiles.PLACE_FLAGS, "distribute", "workers", "mic_preset_values")
 
 
 def check_same_run(out_dir, values) -> None:
@@ -332,7 +336,7 @@ def main(argv):
         tf.config.experimental.enable_op_determinism()
     distributed = None
     try:
-        preset = apply_mic_preset()  # before the checks: a preset's values are checked too
+        preset, preset_lines = apply_mic_preset()  # before the checks, which check its values
         check_flags()
         distributed = start_distribution()
         prepare = lambda: common_flags.prepare_from_flags(FLAGS)  # noqa: E731
@@ -342,6 +346,8 @@ def main(argv):
         out_dir = output_dir()
         values = resolved_flags(cfg, out_dir, ds)
         values["mic_preset_used"] = preset
+        if preset_lines is not None:
+            values["mic_preset_values"] = preset_lines
         values["workers"] = 1 if distributed is None else distributed.num_workers
 
         def write_flags():

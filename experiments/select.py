@@ -22,7 +22,9 @@ winner's `--eval_mode` is `cross_channel` only if some combination beats U2I on 
 Writes results/selection_DATASET_ENCODER.csv (every trial: stage, knob, flags, valid metrics,
 steps, wall time) and configs/mic_DATASET_ENCODER.flags (a flagfile run.py takes; run.py's
 default `--mic_preset=selected` reads it). Trials are cached in their run folders, so an
-interrupted selection resumes.
+interrupted selection resumes; each finished trial's record (its JSON files and its stage-2 grid,
+scored as soon as it finishes) goes to results/runs/select/ (experiments/records.py), so a
+selection committed half-way resumes on a fresh machine without re-training what it finished.
 """
 
 import os
@@ -133,6 +135,11 @@ class Trials:
                     *FLAGS.extra_args, *as_args(flag_dict)]
             fresh = not (out / "metrics.json").exists()
             run_job(args + (QUICK_ARGS if FLAGS.quick else []), out, log)
+            if plugin == "mic":
+                # Stage 2's grid now, while the checkpoint is here: the trial's record (in git,
+                # experiments/records.py) then holds it, so a selection resumed on another
+                # machine can still score a winner trained on this one.
+                grid_result(out, grid_configs(QUICK_GRID if FLAGS.quick else INFERENCE_GRID))
             metrics = json.loads((out / "metrics.json").read_text())
             assert "test" not in metrics, f"{out}: a selection trial must not test"
             valid, run = metrics["valid"], metrics["run"]
@@ -201,32 +208,42 @@ def grid_configs(grid: dict) -> list[dict]:
     return out
 
 
+def grid_result(run_dir: Path, configs: list[dict]) -> dict:
+    """Valid metrics of every inference config on a trial's best checkpoint, and its U2I valid
+    metrics; cached in the trial's reeval/selection-grid.json (so in its record)."""
+    def compute():
+        from mic_tf.evaluation.checkpoint import load_run
+        from mic_tf.inference.evaluator import CrossChannelEvaluator
+        from mic_tf.inference.score import InferenceConfig
+        from mic_tf.models.losses import score_geometry
+
+        run = load_run(run_dir, seal_test=True)  # stage 2 reads validation targets only
+        top_n = run.config.train.top_n
+        infer = [InferenceConfig(top_n=top_n, **{"m" if k == "m_history" else k: v
+                                                 for k, v in c.items()}) for c in configs]
+        evaluator = CrossChannelEvaluator(run.ds, run.config.train.maxlen, infer[0],
+                                          item_score=score_geometry(run.config.basic_loss))
+        valid = run.ds.eval_split("valid", run.config.train.maxlen)
+        return {"grid": evaluator.sweep(run.model, valid, infer),
+                "u2i": json.loads((run_dir / "metrics.json").read_text())["valid"]}
+    result = cached_json(run_dir / "reeval" / "selection-grid.json", compute)
+    if len(result["grid"]) != len(configs):
+        raise RuntimeError(f"{run_dir}/reeval/selection-grid.json scores {len(result['grid'])} "
+                           f"inference configs, this grid has {len(configs)}: it was made with "
+                           f"another grid; delete it (the checkpoint re-scores it)")
+    return result
+
+
 def stage2(best: dict, trials: Trials) -> tuple[dict, float, float]:
     """Scores the inference grid on the winner's checkpoints (valid only); returns the best
     inference flags (with eval_mode), its score and U2I's score."""
-    from mic_tf.evaluation.checkpoint import load_run
-    from mic_tf.inference.evaluator import CrossChannelEvaluator
-    from mic_tf.inference.score import InferenceConfig
-    from mic_tf.models.losses import score_geometry
-
     configs = grid_configs(QUICK_GRID if FLAGS.quick else INFERENCE_GRID)
     tid = trial_id({"plugin": "mic", **best})
     totals = [0.0] * len(configs)
     u2i = 0.0
     for seed in (int(s) for s in FLAGS.seeds):
         run_dir = trials.runs / f"mic-{tid}-s{seed}"
-
-        def compute():
-            run = load_run(run_dir, seal_test=True)  # stage 2 reads validation targets only
-            top_n = run.config.train.top_n
-            infer = [InferenceConfig(top_n=top_n, **{"m" if k == "m_history" else k: v
-                                                     for k, v in c.items()}) for c in configs]
-            evaluator = CrossChannelEvaluator(run.ds, run.config.train.maxlen, infer[0],
-                                              item_score=score_geometry(run.config.basic_loss))
-            valid = run.ds.eval_split("valid", run.config.train.maxlen)
-            return {"grid": evaluator.sweep(run.model, valid, infer),
-                    "u2i": json.loads((run_dir / "metrics.json").read_text())["valid"]}
-        result = cached_json(run_dir / "reeval" / "selection-grid.json", compute)
+        result = grid_result(run_dir, configs)
         for i, (cfg, metrics) in enumerate(zip(configs, result["grid"])):
             totals[i] += metrics["recall@50"] / len(FLAGS.seeds)
             trials.rows.append({"stage": "inference", "knob": "grid", "trial": tid,

@@ -93,6 +93,23 @@ def expected_flags(args: list[str]) -> dict:
     return {**chosen, **given}
 
 
+def preset_set_changes(args: list[str], stored: dict) -> dict:
+    """Flags the selected flagfile set for the stored run and no longer sets (nor `args`): today's
+    run leaves them at run.py's default, which `expected_flags` cannot see (a flag the file sets
+    now and did not then is compared by its value). Runs recorded before flags.json kept the
+    file's lines ("mic_preset_values") are compared by the values alone."""
+    before = stored.get("mic_preset_values")
+    if before is None:
+        return {}
+    given = dict(flagfiles.parse_flag(a) for a in args)
+    now = {k: v for k, v in expected_flags(args).items() if k not in given}
+    out = {}
+    for name in sorted(set(before) - set(given)):
+        if name not in now:
+            out[name] = (f"{before[name]!r} from the flagfile", "run.py's default")
+    return out
+
+
 # configs_dir too: what it points at is compared through the flagfile's values
 REUSE_IGNORED = (*flagfiles.PLACE_FLAGS, "configs_dir")
 
@@ -108,6 +125,7 @@ def check_finished_run(args: list[str], out_dir: Path) -> None:
     changed = {name: (stored[name], value) for name, value in expected_flags(args).items()
                if name not in REUSE_IGNORED and name in stored
                and not same_value(stored[name], value)}
+    changed.update(preset_set_changes(args, stored))
     if changed:
         detail = ", ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in
                            sorted(changed.items()))

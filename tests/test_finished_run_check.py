@@ -98,3 +98,29 @@ def test_flagfile_lines(tmp_path):
     path.write_text("--w_uv=0.1\nw_vv=0.3\n")
     with pytest.raises(ValueError, match=r"x.flags: line 'w_vv=0.3' is not of the form"):
         flagfiles.read_flagfile(path)
+
+
+def test_a_flag_the_flagfile_no_longer_sets_is_refused(tmp_path):
+    # The run read --w_uu=0.1 from the flagfile; today's file drops the line, so a run now would
+    # take run.py's default: a value comparison alone cannot see it (the file has no w_uu).
+    configs = tmp_path / "configs"
+    write_config(configs, ["--w_uv=0.1", "--w_vv=0.0", "--mining_on_plateau",
+                           "--eval_mode=cross_channel"])
+    lines = {"w_uv": "0.1", "w_vv": "0.0", "w_uu": "0.1", "mining_on_plateau": True,
+             "eval_mode": "cross_channel"}
+    out = finished_run(tmp_path, {**STORED, "w_uu": 0.1, "mic_preset_values": lines})
+    with pytest.raises(RuntimeError) as err:
+        check_finished_run(args(configs), out)
+    assert "w_uu: \"'0.1' from the flagfile\" in the run, \"run.py's default\" now" in str(
+        err.value)
+    check_finished_run(args(configs, "--w_uu=0.1"), out)  # given explicitly: the same run
+    # the same file as the run read: reused; a record from before mic_preset_values: by values
+    write_config(configs, [f"--{k}={v}" if not isinstance(v, bool) else f"--{k}"
+                           for k, v in lines.items()])
+    check_finished_run(args(configs), out)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    write_config(configs, ["--w_uv=0.1", "--w_vv=0.0"])
+    (legacy / "flags.json").write_text(json.dumps({**STORED, "w_uu": 0.1}))
+    (legacy / "metrics.json").write_text("{}")
+    check_finished_run(args(configs), legacy)

@@ -2,6 +2,7 @@
 fresh machine regenerates the tables from them instead of re-training."""
 
 import json
+import shutil
 
 import pytest
 
@@ -117,3 +118,24 @@ def test_trained_rows_of_a_partial_table4_or_figure5():
     for bad in (["baseline", "-uu"], ["baseline", "full", "-u2u"]):
         with pytest.raises(SystemExit, match="must include baseline and full"):
             check_trained_rows(bad)
+
+
+def test_selection_trials_are_recorded_with_their_grid(tmp_path, monkeypatch):
+    runs, recs = tmp_path / "runs", tmp_path / "results" / "runs"
+    monkeypatch.setattr(records, "RUNS", runs)
+    monkeypatch.setattr(records, "RECORDS", recs)
+    grid = {"grid": [{"recall@50": 0.3}], "u2i": {"recall@50": 0.25}}
+    trial = finished(runs / "select" / "ml-1m" / "gru4rec" / "mic-abc-s100",
+                     {"selection-grid.json": grid})
+    target = recs / "select" / "ml-1m" / "gru4rec" / "mic-abc-s100"
+    assert records.save(trial) == target
+    assert listing(target) == ["flags.json", "metrics.json", "reeval/selection-grid.json",
+                               "wall_seconds.txt"]
+    quick = finished(runs / "select" / "ml-100k" / "gru4rec-quick" / "mic-abc-s100")
+    assert records.save(quick) is None
+    assert not (recs / "select" / "ml-100k").exists()
+    fresh = runs / "select" / "ml-1m" / "gru4rec" / "mic-abc-s100"
+    shutil.rmtree(fresh)
+    assert records.restore(fresh) is True
+    # the stage-2 grid comes back with the record: no checkpoint is needed to read it
+    assert cached_json(fresh / "reeval" / "selection-grid.json", lambda: 1 / 0) == grid

@@ -178,11 +178,14 @@ def test_selected_mic_preset_fills_unset_flags_only(tmp_path, data_dir, ml100k_r
     assert flags["inference_lam_mic"] == 0.1 and flags["mining_on_plateau"] is True
     assert flags["eval_mode"] == "u2i"
     assert flags["mic_preset_used"] == str(configs / "mic_ml-100k_youtube_dnn.flags")
+    assert flags["mic_preset_values"] == {"w_uv": "0.05", "lam_mic": "0.1",  # the file's lines
+                                          "mining_on_plateau": True, "eval_mode": "u2i"}
     result = run(base + ["--mic_preset=paper"], tmp_path / "paper", data_dir, ml100k_raw_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     flags = json.loads((tmp_path / "paper" / "flags.json").read_text())
     assert flags["w_uv"] == 1.0 and flags["inference_lam_mic"] == 0.5
     assert flags["mining_on_plateau"] is False and flags["mic_preset_used"] == "paper"
+    assert "mic_preset_values" not in flags
 
 
 # ------------------------------------------------- a run's identity includes its data (issue 15)
