@@ -92,12 +92,16 @@ def restore(run_dir: Path, runs_root: Path | None = None,
     return True
 
 
+class MissingCheckpoint(RuntimeError):
+    """A re-evaluation needs the checkpoint of a run restored from its record without one."""
+
+
 def require_checkpoint(run_dir: Path, what: str) -> None:
     """Raises a clear error when `what` (a re-evaluation) needs the checkpoint of a run that was
     restored from its record without one."""
     run_dir = Path(run_dir)
     if (run_dir / RESTORED).exists() and not (run_dir / "checkpoints").exists():
-        raise RuntimeError(
+        raise MissingCheckpoint(
             f"{run_dir} was restored from its record (results/runs/) without a checkpoint, and "
             f"its record does not hold {what}; delete the record and the run folder to re-train "
             f"the run, or ask for the re-evaluations the record holds")

@@ -2,11 +2,13 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from experiments import records
 from experiments.tables import run_jobs
 from tests.conftest import REPO
 
@@ -54,6 +56,22 @@ def test_table1_quick_smoke(tmp_path, ml100k_raw_dir):
     no_config = subprocess.run(cmd[:-2] + [f"--configs_dir={tmp_path / 'none'}", cmd[-1]],
                                capture_output=True, text=True, timeout=600)
     assert no_config.returncode != 0 and "experiments/select.py" in no_config.stderr
+    # X's run as a fresh machine restores it from its record, without the checkpoint, and
+    # without the cross-channel re-evaluation (as after a re-selection of the inference
+    # settings): the table is written with that cell listed as missing, not silently dropped.
+    x_run = runs / "youtube_dnn-none-s0"
+    shutil.rmtree(x_run / "checkpoints")
+    shutil.rmtree(x_run / "reeval")
+    (x_run / records.RESTORED).write_text("restored by the test\n")
+    lost = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert lost.returncode == 0, lost.stderr[-3000:]
+    assert "running:" not in lost.stderr and "without a checkpoint" in lost.stderr
+    md = (tmp_path / "results" / "table1_ml-100k-quick.md").read_text()
+    assert "## Missing re-evaluations" in md and "**Incomplete:** 1 re-evaluation" in md
+    assert "- youtube_dnn, X, seed 0: the cross_channel way (youtube_dnn-none-s0)" in md
+    rows = list(csv.DictReader(open(tmp_path / "results" / "table1_ml-100k-quick.csv")))
+    assert not [r for r in rows if r["arm"] == "none" and r["way"] == "cross_channel"]
+    assert len(rows) == 3 * 8  # X's U2I and the MIC arm's two ways are still there
 
 
 def test_table4_and_figures_quick_smoke(tmp_path, ml100k_raw_dir):
