@@ -631,7 +631,13 @@ def test_two_workers_reload_reaches_both_with_zero_failed_requests(workers_servi
         assert len(body["workers"]) == 2
         switched = time.monotonic()
         count = traffic.count()
-        wait_for(lambda: traffic.count() >= count + 30, what="traffic after the switch")
+
+        def both_after_switch():  # the kernel spreads connections unevenly on a loaded machine:
+            with traffic.lock:    # wait until both workers answered since the switch
+                seen = {x[4] for x in traffic.results
+                        if x[0] == "/v1/recommend" and x[3] > switched and x[1] == 200}
+            return traffic.count() >= count + 30 and len(seen) == 2
+        wait_for(both_after_switch, what="traffic from both workers after the switch")
     failed = [x for x in traffic.results if x[1] != 200]
     assert not failed, failed[:5]
     recs = [x for x in traffic.results if x[0] == "/v1/recommend"]
