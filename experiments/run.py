@@ -49,6 +49,10 @@ flags.DEFINE_integer("max_steps", None, "Maximum training steps (default per dat
 flags.DEFINE_integer("max_epochs", None, "Maximum epochs of the sampler; overrides max_steps.")
 flags.DEFINE_integer("eval_every", None, "Steps between validations (default per dataset).")
 flags.DEFINE_integer("patience", None, "Validations without improvement before stopping.")
+flags.DEFINE_float("patience_loss_drop", 0.0, "> 0: validations without gain count toward "
+                   "--patience only once a period's basic loss is this fraction below the first "
+                   "period's (e.g. 0.05), so a run still on its starting plateau is not stopped; "
+                   "0: ComiRec's rule (every one counts).")
 flags.DEFINE_integer("num_interests", 4, "K for the multi-interest encoders.")
 flags.DEFINE_integer("routing_iterations", 3, "Dynamic-routing iterations (ComiRec-DR).")
 flags.DEFINE_integer("num_sampled", None, "Sampled-softmax negatives per batch "
@@ -179,7 +183,9 @@ def build_config(ds=None):
     train = TrainConfig(batch_size=batch_size, maxlen=resolved("maxlen"),
                         learning_rate=resolved("learning_rate"), max_steps=max_steps,
                         eval_every=min(resolved("eval_every"), max_steps),
-                        patience=resolved("patience"), seed=FLAGS.seed, sampler=FLAGS.sampler,
+                        patience=resolved("patience"),
+                        patience_loss_drop=FLAGS.patience_loss_drop, seed=FLAGS.seed,
+                        sampler=FLAGS.sampler,
                         jit_compile=jit_compile,
                         exclude_history=FLAGS.exclude_history,
                         optimizer=FLAGS.optimizer,

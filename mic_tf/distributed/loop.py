@@ -160,7 +160,8 @@ class DistributedTrainer:
             self.log(f"period {period + 1}/{total_evals}: " + " ".join(
                 f"{k} {v / c.eval_every:.4f}" for k, v in sums.items())
                 + f" ({c.eval_every * c.batch_size / seconds:.0f} examples/s)")
-            state = self._validate(period, state)
+            state = self._validate(period, state,
+                                   {k: v / c.eval_every for k, v in sums.items()})
             if state.finished:
                 break
         if not state.finished:
@@ -171,13 +172,13 @@ class DistributedTrainer:
             self.writer.flush()
         return state
 
-    def _validate(self, period: int, state: RunState) -> RunState:
+    def _validate(self, period: int, state: RunState, logs: dict) -> RunState:
         """The chief evaluates, checkpoints and decides; every worker gets its run state."""
         if self.is_chief:
             self.sync_eval_model()
             callback = ValidationCallback(self, state)
             callback.set_model(self.eval_model)
-            callback.on_epoch_end(period)
+            callback.on_epoch_end(period, logs)
         state = RunState(**self.collectives.broadcast_json(dataclasses.asdict(state)))
         if self.mining is not None:
             self.mining.attach_state(state)

@@ -32,6 +32,8 @@ class RunState:
     best_valid: dict = dataclasses.field(default_factory=dict)  # metrics of the best evaluation
     plateau_step: int = -1  # step of the first evaluation without improvement (-1: none yet)
     mining_started_at: int = -1  # step of the first nearest-neighbour mining (MIC; -1: none yet)
+    loss_reference: float = -1.0  # the first period's basic loss (patience_loss_drop; -1: unset)
+    loss_fell_at: int = -1  # step from which patience counts (patience_loss_drop; -1: not yet)
 
 
 class CheckpointKeeper:

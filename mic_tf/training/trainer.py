@@ -40,6 +40,9 @@ class TrainConfig:
     max_steps: int = 10000
     eval_every: int = 100
     patience: int = 10
+    # > 0: a validation without gain counts toward `patience` only once a period's basic loss
+    # has been this fraction below the first period's (0: always counts, ComiRec's rule)
+    patience_loss_drop: float = 0.0
     seed: int = 0
     sampler: str = "comirec"
     log_every: int = 20
@@ -60,6 +63,7 @@ OPTIMIZERS = ("auto", "adam", "lazy_adam")
 TRAIN_CHECKS = (
     integer("batch_size", 1), integer("maxlen", 1), number("learning_rate", 0, low_open=True),
     integer("max_steps", 1), integer("eval_every", 1), integer("patience", 1),
+    number("patience_loss_drop", 0, 1, high_open=True),
     integer("seed", 0, INT32_MAX), choice("sampler", SAMPLERS), integer("log_every", 1),
     boolean("jit_compile"), integer("top_n", 1), integer("eval_batch_size", 1),
     boolean("exclude_history"), choice("optimizer", OPTIMIZERS), integer("grad_norm_every", 0),
@@ -132,15 +136,17 @@ class ValidationCallback(keras.callbacks.Callback):
         step = (epoch + 1) * t.config.eval_every
         state = self.state
         state.evals_done = epoch + 1
+        armed = self._patience_armed(logs)
         improved = score > state.best_score
         if improved:
             state.best_score, state.best_eval, state.bad_evals = score, epoch, 0
             state.best_valid = dict(metrics)
             t.keeper.save_best()
         else:
-            state.bad_evals += 1
             if state.plateau_step < 0:
                 state.plateau_step = step  # e.g. MIC's mining may start here
+            if armed:
+                state.bad_evals += 1
         stop = state.bad_evals >= t.config.patience or step >= t.config.max_steps
         if stop:
             state.finished = True
@@ -153,7 +159,31 @@ class ValidationCallback(keras.callbacks.Callback):
         t.log(f"step {step}: valid recall@50 {score:.4f} ndcg@50 {metrics['ndcg@50']:.4f} "
               f"hit_rate@50 {metrics['hit_rate@50']:.4f} ({time.time() - start:.1f}s)"
               + (" *best*" if improved else f" (no gain for {state.bad_evals})")
+              + ("" if armed or improved else
+                 f" (patience waits for basic_loss <= {self._loss_target():.4f})")
               + (" -> stopping" if stop else ""))
+
+    def _loss_target(self) -> float:
+        return (1.0 - self.trainer.config.patience_loss_drop) * self.state.loss_reference
+
+    def _patience_armed(self, logs) -> bool:
+        """Whether this period's validation counts toward patience (`patience_loss_drop`).
+
+        A model that has not started to fit yet (the basic loss still near its first period's
+        value) can sit on a flat validation curve for many periods before it learns: that is
+        not convergence. Once the loss has fallen far enough, patience counts for good."""
+        state, drop = self.state, self.trainer.config.patience_loss_drop
+        if drop <= 0 or state.loss_fell_at >= 0:
+            return True
+        loss = (logs or {}).get("basic_loss")
+        if loss is None:
+            raise ConfigError("patience_loss_drop needs the period's basic_loss in the "
+                              "training logs; this model reports none (set it to 0)")
+        if state.loss_reference < 0:
+            state.loss_reference = float(loss)
+        elif float(loss) <= self._loss_target():
+            state.loss_fell_at = state.evals_done * self.trainer.config.eval_every
+        return state.loss_fell_at >= 0
 
 
 class LossLogger(keras.callbacks.Callback):

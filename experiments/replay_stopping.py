@@ -1,0 +1,96 @@
+"""Replays a stopping rule on recorded runs: would `--patience_loss_drop` have stopped them later?
+
+The stopping rule never changes training (the weights, noise and mining of step N are the same
+whatever rule stops the run after N), so a recorded run's log answers exactly, for the steps it
+reached: a run the rule would stop at the same step is the run it would have produced; a run the
+rule would not have stopped must be trained on to know more. Reads each run's `run.log` (the
+validation lines and the per-period Keras summaries with `basic_loss`) and `flags.json`.
+
+    python experiments/replay_stopping.py --drop=0.05 --runs='runs/table1/ml-1m/comirec_sa-*'
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+# Run as a script, this folder would come first on sys.path and experiments/select.py would
+# otherwise shadow the standard library's `select` (imported by subprocess, socket, ...).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_list("runs", None, "Run folders (globs allowed).", required=True)
+flags.DEFINE_float("drop", 0.05, "The rule's patience_loss_drop to replay.")
+FLAGS = flags.FLAGS
+
+VALID = re.compile(r"^step (\d+): valid recall@50 ([0-9.]+)")
+SUMMARY = re.compile(r"^\d+/\d+ - .*\bbasic_loss: ([0-9.eE+-]+)")
+
+
+def periods(log_text: str) -> list[tuple[int, float, bool, float | None]]:
+    """(step, valid recall@50, whether it improved, the period's basic loss) of every evaluation
+    in a run's log (the log's `*best*` decides improvement: its scores are rounded).
+
+    Keras prints a period's summary right after the validation callback's line; a period whose
+    summary is missing (the process stopped in between) gets None. A step logged twice (a resumed
+    run repeats nothing, but be safe) keeps its last record."""
+    found, last = {}, None
+    for line in log_text.splitlines():
+        if m := VALID.match(line):
+            last = int(m[1])
+            found[last] = (float(m[2]), "*best*" in line, None)
+        elif (m := SUMMARY.match(line)) and last is not None:
+            found[last] = (*found[last][:2], float(m[1]))
+            last = None
+    return [(step, *record) for step, record in sorted(found.items())]
+
+
+def replay(evals, patience: int, max_steps: int, drop: float) -> dict:
+    """Where the run stops under `drop` (0: ComiRec's rule), and its best valid score by then."""
+    best, bad, reference, armed = -1.0, 0, None, drop <= 0
+    for step, score, improved, loss in evals:
+        if not armed:
+            if loss is None:
+                return {"stop": None, "why": f"no basic_loss logged for step {step}"}
+            if reference is None:
+                reference = loss
+            elif loss <= (1 - drop) * reference:
+                armed = True
+        if improved:
+            best, bad = score, 0
+        elif armed:
+            bad += 1
+        if bad >= patience or step >= max_steps:
+            return {"stop": step, "best_valid": best, "armed_at": step if drop <= 0 else None}
+    return {"stop": None, "best_valid": best,
+            "why": f"not stopped by step {evals[-1][0] if evals else 0}: the log ends there"}
+
+
+def report(run: Path, drop: float) -> dict:
+    cfg = json.loads((run / "flags.json").read_text())
+    evals = periods((run / "run.log").read_text())
+    old = replay(evals, cfg["patience"], cfg["max_steps"], 0.0)
+    new = replay(evals, cfg["patience"], cfg["max_steps"], drop)
+    recorded = evals[-1][0] if evals else None
+    return {"run": run.name, "recorded_stop": recorded, "replayed_old_stop": old["stop"],
+            "new_stop": new["stop"], "same_run": new["stop"] == recorded,
+            "best_valid_at_stop": old.get("best_valid"), "note": new.get("why", "")}
+
+
+def main(argv):
+    del argv
+    runs = sorted({Path(p) for pattern in FLAGS.runs for p in glob.glob(pattern)
+                   if (Path(p) / "run.log").exists()})
+    if not runs:
+        sys.exit(f"no run folder with a run.log matches {FLAGS.runs}")
+    for run in runs:
+        print(json.dumps(report(run, FLAGS.drop)))
+
+
+if __name__ == "__main__":
+    app.run(main)
