@@ -158,9 +158,8 @@ class ValidationCallback(keras.callbacks.Callback):
             tf.summary.scalar("valid/eval_seconds", time.time() - start)
         t.log(f"step {step}: valid recall@50 {score:.4f} ndcg@50 {metrics['ndcg@50']:.4f} "
               f"hit_rate@50 {metrics['hit_rate@50']:.4f} ({time.time() - start:.1f}s)"
-              + (" *best*" if improved else f" (no gain for {state.bad_evals})")
-              + ("" if armed or improved else
-                 f" (patience waits for basic_loss <= {self._loss_target():.4f})")
+              + (" *best*" if improved else f" (no gain for {state.bad_evals})" if armed else
+                 f" (no gain; patience waits for basic_loss <= {self._loss_target():.4f})")
               + (" -> stopping" if stop else ""))
 
     def _loss_target(self) -> float:
