@@ -15,6 +15,7 @@ every re-evaluation in the run's `reeval/`. Writes results/figure{4,5}_DATASET.{
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -58,6 +59,12 @@ LINES = {"mic": "X + MIC (cross-channel, lam_div)",
          "baseline_mic_inference": "X checkpoint, MIC inference (lam_div)"}
 
 
+def inference_key(cfg) -> str:
+    """10 hex digits naming an inference config, its lam_div (the figure's axis) left out."""
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "lam_div"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def figure4_points(runs: Path, seeds, log) -> list[dict]:
     from mic_tf.evaluation.checkpoint import (config_from_flags, evaluate_cross_channel,
                                               evaluate_u2i, load_run)
@@ -89,8 +96,10 @@ def figure4_points(runs: Path, seeds, log) -> list[dict]:
                                               lam_div=float(value), use_u2i=True, use_u2u=True,
                                               use_i2i=True)
                     return evaluate_cross_channel(r, cfg)
-                # "-as-mic": X's line with X + MIC's inference (earlier caches used X's own)
-                tag = "-as-mic" if line == "baseline_mic_inference" else ""
+                # "-as-mic-KEY": X's line with X + MIC's inference, KEY naming those settings
+                # (a cache named without them was reused after full's settings changed)
+                tag = f"-as-mic-{inference_key(mic_inference)}" if (
+                    line == "baseline_mic_inference") else ""
                 name = f"fig4-{line}{tag}-{float(value):g}.json"
                 m = cached_json(folder / "reeval" / name, compute)
                 rows.append({"line": line, "weight": float(value), "seed": seed,

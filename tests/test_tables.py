@@ -188,3 +188,17 @@ def test_run_jobs_calls_after_for_each_finished_job(tmp_path):
     with pytest.raises(RuntimeError, match="other settings"):
         run_jobs(jobs, lambda msg: None, after=seen.append)
     assert seen == [jobs[0][1]]
+
+
+def test_figure4_caches_x_through_mic_inference_under_the_settings_used():
+    # X's third line is cached per X + MIC inference setting: a cache made under other M's must
+    # not be reused when `full`'s settings change (it was, once); lam_div is the axis, not a key.
+    import dataclasses
+
+    from experiments.figures import inference_key
+    from mic_tf.inference.score import InferenceConfig
+
+    base = InferenceConfig(m1=20, m2=20, m3=10)
+    assert inference_key(base) == inference_key(dataclasses.replace(base, lam_div=2.0))
+    assert inference_key(base) != inference_key(dataclasses.replace(base, m1=10))
+    assert len(inference_key(base)) == 10
