@@ -7,6 +7,12 @@ rule would not have stopped must be trained on to know more. Reads each run's `r
 validation lines and the per-period Keras summaries with `basic_loss`) and `flags.json`.
 
     python experiments/replay_stopping.py --drop=0.05 --runs='runs/table1/ml-1m/comirec_sa-*'
+
+With `--adopt_to=DIR`, each run the rule would stop at its recorded step is copied to DIR (same
+folder name, checkpoints included) as a run of the rule: its flags.json gets the rule's value and
+its provenance.json says where it came from and why it is the same run. A report runner pointed
+at DIR with the rule (`--runs_dir=DIR --extra_args=--patience_loss_drop=...`) then trains only
+the runs the rule changes.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,6 +33,7 @@ from absl import app, flags  # noqa: E402
 
 flags.DEFINE_list("runs", None, "Run folders (globs allowed).", required=True)
 flags.DEFINE_float("drop", 0.05, "The rule's patience_loss_drop to replay.")
+flags.DEFINE_string("adopt_to", None, "Copy the runs the rule leaves unchanged here, as its runs.")
 FLAGS = flags.FLAGS
 
 VALID = re.compile(r"^step (\d+): valid recall@50 ([0-9.]+)")
@@ -82,6 +90,32 @@ def report(run: Path, drop: float) -> dict:
             "best_valid_at_stop": old.get("best_valid"), "note": new.get("why", "")}
 
 
+def adopt(run: Path, target_root: Path, drop: float) -> Path | None:
+    """Copies `run` into `target_root` as a run made with `--patience_loss_drop=drop` (only a run
+    the replay shows the rule would not change; None when the target exists already)."""
+    from mic_tf.utils.io import atomic_write_json
+
+    target = target_root / run.name
+    if target.exists():
+        return None
+    cfg = json.loads((run / "flags.json").read_text())
+    if cfg.get("patience_loss_drop") not in (None, 0, 0.0):
+        raise SystemExit(f"{run} already ran with patience_loss_drop "
+                         f"{cfg['patience_loss_drop']}; adopt only runs of ComiRec's rule")
+    tmp = target.with_name(f".{target.name}.adopting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run, tmp, ignore=shutil.ignore_patterns("run.lock"))
+    atomic_write_json(tmp / "flags.json", {**cfg, "patience_loss_drop": drop})
+    prov = json.loads((run / "provenance.json").read_text())
+    prov["adopted"] = {"from": str(run.resolve()), "by": "experiments/replay_stopping.py",
+                       "rule": f"patience_loss_drop={drop}",
+                       "why": "the rule's replay of this run's log stops at its recorded step, "
+                              "and the rule never changes training: the same run"}
+    atomic_write_json(tmp / "provenance.json", prov)
+    tmp.rename(target)
+    return target
+
+
 def main(argv):
     del argv
     runs = sorted({Path(p) for pattern in FLAGS.runs for p in glob.glob(pattern)
@@ -89,7 +123,13 @@ def main(argv):
     if not runs:
         sys.exit(f"no run folder with a run.log matches {FLAGS.runs}")
     for run in runs:
-        print(json.dumps(report(run, FLAGS.drop)))
+        result = report(run, FLAGS.drop)
+        if FLAGS.adopt_to and result["same_run"]:
+            if not (run / "metrics.json").exists():
+                raise SystemExit(f"{run} has no metrics.json: only finished runs are adopted")
+            target = adopt(run, Path(FLAGS.adopt_to), FLAGS.drop)
+            result["adopted_as"] = str(target) if target else "exists already"
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

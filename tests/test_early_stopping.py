@@ -76,3 +76,21 @@ def test_replaying_a_log_finds_where_each_rule_stops():
     # 2% below is 7.84: reached at step 600, whose evaluation is the first to count
     assert replay(evals, patience=2, max_steps=2000, drop=0.02)["stop"] is None
     assert replay(evals, patience=1, max_steps=2000, drop=0.02)["stop"] == 600
+
+
+def test_a_run_the_rule_leaves_alone_is_adopted_with_its_origin(tmp_path):
+    from experiments.replay_stopping import adopt
+    run = tmp_path / "runs" / "x-none-s0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "state.json").write_text("{}")
+    (run / "run.log").write_text(LOG)
+    (run / "run.lock").write_text("")
+    (run / "flags.json").write_text(json.dumps({"patience": 2, "max_steps": 2000}))
+    (run / "provenance.json").write_text(json.dumps({"starts": [{"commit": "abc"}]}))
+    target = adopt(run, tmp_path / "adopted", 0.05)
+    assert json.loads((target / "flags.json").read_text()) == {
+        "patience": 2, "max_steps": 2000, "patience_loss_drop": 0.05}
+    prov = json.loads((target / "provenance.json").read_text())
+    assert prov["starts"] == [{"commit": "abc"}] and prov["adopted"]["from"] == str(run)
+    assert (target / "checkpoints" / "state.json").exists() and not (target / "run.lock").exists()
+    assert adopt(run, tmp_path / "adopted", 0.05) is None  # never overwrites

@@ -124,3 +124,15 @@ def test_a_flag_the_flagfile_no_longer_sets_is_refused(tmp_path):
     (legacy / "flags.json").write_text(json.dumps({**STORED, "w_uu": 0.1}))
     (legacy / "metrics.json").write_text("{}")
     check_finished_run(args(configs), legacy)
+
+
+def test_a_run_recorded_before_a_flag_existed_has_its_default(tmp_path):
+    # STORED predates --patience_loss_drop: it ran with the default (0), so asking for 0 reuses
+    # it and asking for 0.05 refuses it instead of silently reusing a run of the other rule
+    configs = tmp_path / "configs"
+    write_config(configs, ["--w_uv=0.1", "--w_vv=0.0", "--mining_on_plateau",
+                           "--eval_mode=cross_channel"])
+    out = finished_run(tmp_path, STORED)
+    check_finished_run(args(configs, "--patience_loss_drop=0"), out)
+    with pytest.raises(RuntimeError, match="patience_loss_drop: 0.0 in the run, '0.05' now"):
+        check_finished_run(args(configs, "--patience_loss_drop=0.05"), out)
