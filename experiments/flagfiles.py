@@ -10,6 +10,12 @@ CONFIGS = REPO / "configs"
 # them are the same run (run.py's resume check, the table runners' reuse of finished runs).
 PLACE_FLAGS = ("verbose", "output_dir", "flagfile", "data_dir", "raw_dir", "raw_path")
 
+# run.py flags added after runs were recorded, with the value such a run had (the flag's
+# default, which reproduces the behaviour before the flag): a flags.json without the flag is
+# read with it, so an older run resumes (run.py) and is reused (the table runners) with the
+# default and is refused for another value
+ADDED_FLAGS = {"patience_loss_drop": 0.0}
+
 
 def parse_flag(arg: str) -> tuple[str, str | bool]:
     """`--name=value` -> (name, "value"); `--name` -> (name, True); `--noname` -> (name, False).

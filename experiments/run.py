@@ -319,7 +319,7 @@ def check_same_run(out_dir, values) -> None:
                        f"that it was started with these flags and data; pass another "
                        f"--output_dir")
     with open(old_path) as f:
-        old = json.load(f)
+        old = {**flagfiles.ADDED_FLAGS, **json.load(f)}
     changed = {k: (old.get(k), v) for k, v in json.loads(json.dumps(values)).items()
                if k not in RESUME_IGNORED and old.get(k) != v}
     if changed:

@@ -112,10 +112,6 @@ def preset_set_changes(args: list[str], stored: dict) -> dict:
 
 # configs_dir too: what it points at is compared through the flagfile's values
 REUSE_IGNORED = (*flagfiles.PLACE_FLAGS, "configs_dir")
-# run.py flags added after runs were recorded, with the value such a run had (the flag's
-# default, which reproduces the behaviour before the flag): a recorded run's flags.json without
-# the flag is compared with it, so asking for another value does not silently reuse the run
-ADDED_FLAGS = {"patience_loss_drop": 0.0}
 
 
 def check_finished_run(args: list[str], out_dir: Path) -> None:
@@ -125,7 +121,7 @@ def check_finished_run(args: list[str], out_dir: Path) -> None:
     if not stored_path.exists():
         raise RuntimeError(f"{out_dir} holds metrics.json but no flags.json, so it cannot be "
                            f"checked against these settings; move the folder aside to re-run")
-    stored = {**ADDED_FLAGS, **json.loads(stored_path.read_text())}
+    stored = {**flagfiles.ADDED_FLAGS, **json.loads(stored_path.read_text())}
     changed = {name: (stored[name], value) for name, value in expected_flags(args).items()
                if name not in REUSE_IGNORED and name in stored
                and not same_value(stored[name], value)}
