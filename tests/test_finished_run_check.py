@@ -137,14 +137,3 @@ def test_a_run_recorded_before_a_flag_existed_has_its_default(tmp_path):
     with pytest.raises(RuntimeError, match="patience_loss_drop: 0.0 in the run, '0.05' now"):
         check_finished_run(args(configs, "--patience_loss_drop=0.05"), out)
 
-
-def test_run_py_resumes_a_run_started_before_a_flag_existed(tmp_path):
-    from experiments.run import check_same_run
-    from mic_tf.errors import MicError
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "state.json").write_text("{}")
-    (tmp_path / "flags.json").write_text(json.dumps({"seed": 0, "encoder": "gru4rec"}))
-    check_same_run(str(tmp_path), {"seed": 0, "encoder": "gru4rec", "patience_loss_drop": 0.0})
-    with pytest.raises(MicError, match="patience_loss_drop: 0.0 -> 0.05"):
-        check_same_run(str(tmp_path), {"seed": 0, "encoder": "gru4rec",
-                                       "patience_loss_drop": 0.05})
