@@ -15,7 +15,6 @@ every re-evaluation in the run's `reeval/`. Writes results/figure{4,5}_DATASET.{
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.tables import (REPO, cached_json, check_trained_rows,  # noqa: E402
+from experiments.tables import (REPO, cached_json, check_trained_rows, inference_key,  # noqa: E402
                                 default_runs_dir, load_test_metrics, log, report_path, run_jobs,
                                 seeds_to_run, selected_config, variant_dir, variant_jobs,
                                 write_csv)
@@ -57,12 +56,6 @@ REPR = ("ui_alignment", "uu_uniformity", "ii_uniformity")
 LINES = {"mic": "X + MIC (cross-channel, lam_div)",
          "baseline": "X (U2I, ComiRec coef)",
          "baseline_mic_inference": "X checkpoint, MIC inference (lam_div)"}
-
-
-def inference_key(cfg) -> str:
-    """10 hex digits naming an inference config, its lam_div (the figure's axis) left out."""
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "lam_div"}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def figure4_points(runs: Path, seeds, log) -> list[dict]:

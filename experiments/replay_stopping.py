@@ -60,21 +60,20 @@ def periods(log_text: str) -> list[tuple[int, float, bool, float | None]]:
 
 def replay(evals, patience: int, max_steps: int, drop: float) -> dict:
     """Where the run stops under `drop` (0: ComiRec's rule), and its best valid score by then."""
-    best, bad, reference, armed = -1.0, 0, None, drop <= 0
+    from mic_tf.training.stopping import arm_patience, patience_counts
+
+    best, bad, reference, fell_at = -1.0, 0, -1.0, -1
     for step, score, improved, loss in evals:
-        if not armed:
-            if loss is None:
-                return {"stop": None, "why": f"no basic_loss logged for step {step}"}
-            if reference is None:
-                reference = loss
-            elif loss <= (1 - drop) * reference:
-                armed = True
+        try:
+            reference, fell_at = arm_patience(reference, fell_at, loss, drop, step)
+        except ValueError:
+            return {"stop": None, "why": f"no basic_loss logged for step {step}"}
         if improved:
             best, bad = score, 0
-        elif armed:
+        elif patience_counts(fell_at, drop):
             bad += 1
         if bad >= patience or step >= max_steps:
-            return {"stop": step, "best_valid": best, "armed_at": step if drop <= 0 else None}
+            return {"stop": step, "best_valid": best}
     return {"stop": None, "best_valid": best,
             "why": f"not stopped by step {evals[-1][0] if evals else 0}: the log ends there"}
 

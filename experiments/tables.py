@@ -204,6 +204,17 @@ def default_runs_dir(runs_dir, dataset: str, quick: bool) -> Path:
     return runs.with_name(runs.name + "-quick") if quick else runs
 
 
+def short_key(settings: dict) -> str:
+    """10 hex digits naming a dict of settings (cache file names of re-evaluations)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def inference_key(cfg) -> str:
+    """`short_key` of an inference config with its lam_div (Figure 4's axis) left out."""
+    return short_key({k: v for k, v in dataclasses.asdict(cfg).items() if k != "lam_div"})
+
+
 def cached_json(path: Path, compute) -> dict:
     """`compute()` once, cached as JSON at `path` (written atomically), so re-evaluations of
     finished runs are skipped when a report is regenerated."""
@@ -289,8 +300,8 @@ def both_ways(run_dir: Path, cross_flags: dict | None = None) -> dict:
             return evaluate_cross_channel(run, InferenceConfig(**{**base, "top_n":
                                                                    run.config.train.top_n}))
         from mic_tf.inference.score import InferenceConfig
-        key = hashlib.sha256(json.dumps(cross_flags or {}, sort_keys=True).encode()).hexdigest()
-        name = "test-cross_channel.json" if not cross_flags else f"test-cross-{key[:10]}.json"
+        name = ("test-cross_channel.json" if not cross_flags
+                else f"test-cross-{short_key(cross_flags)}.json")
         out["cross_channel"] = cached_json(run_dir / "reeval" / name, compute)
     return out
 

@@ -137,3 +137,31 @@ def test_a_run_recorded_before_a_flag_existed_has_its_default(tmp_path):
     with pytest.raises(RuntimeError, match="patience_loss_drop: 0.0 in the run, '0.05' now"):
         check_finished_run(args(configs, "--patience_loss_drop=0.05"), out)
 
+
+
+
+RESUME_CHECK = """
+import json, sys
+from experiments.run import check_same_run
+from mic_tf.errors import MicError
+out = sys.argv[1]
+check_same_run(out, {"seed": 0, "encoder": "gru4rec", "patience_loss_drop": 0.0})
+try:
+    check_same_run(out, {"seed": 0, "encoder": "gru4rec", "patience_loss_drop": 0.05})
+except MicError as err:
+    print(err)
+"""
+
+
+def test_run_py_resumes_a_run_started_before_a_flag_existed(tmp_path):
+    # In a child: importing experiments.run here would define its absl flags beside select.py's
+    import subprocess
+    import sys
+    from pathlib import Path
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "state.json").write_text("{}")
+    (tmp_path / "flags.json").write_text(json.dumps({"seed": 0, "encoder": "gru4rec"}))
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", RESUME_CHECK, str(tmp_path)], cwd=repo,
+                          capture_output=True, text=True, check=True)
+    assert "patience_loss_drop: 0.0 -> 0.05" in done.stdout

@@ -195,7 +195,7 @@ def test_figure4_caches_x_through_mic_inference_under_the_settings_used():
     # not be reused when `full`'s settings change (it was, once); lam_div is the axis, not a key.
     import dataclasses
 
-    from experiments.figures import inference_key
+    from experiments.tables import inference_key
     from mic_tf.inference.score import InferenceConfig
 
     base = InferenceConfig(m1=20, m2=20, m3=10)

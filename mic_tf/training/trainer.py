@@ -24,6 +24,7 @@ from mic_tf.evaluation.evaluate import evaluate
 from mic_tf.errors import ConfigError
 from mic_tf.training.checkpoints import CheckpointKeeper, RunState
 from mic_tf.training.optimizers import FusedAdam, LazyAdam
+from mic_tf.training.stopping import arm_patience, patience_counts
 from mic_tf.utils.checks import INT32_MAX, boolean, check_fields, choice, integer, number
 from mic_tf.utils.faiss_index import ItemIndex
 
@@ -171,18 +172,15 @@ class ValidationCallback(keras.callbacks.Callback):
         A model that has not started to fit yet (the basic loss still near its first period's
         value) can sit on a flat validation curve for many periods before it learns: that is
         not convergence. Once the loss has fallen far enough, patience counts for good."""
-        state, drop = self.state, self.trainer.config.patience_loss_drop
-        if drop <= 0 or state.loss_fell_at >= 0:
-            return True
-        loss = (logs or {}).get("basic_loss")
-        if loss is None:
+        state, c = self.state, self.trainer.config
+        try:
+            state.loss_reference, state.loss_fell_at = arm_patience(
+                state.loss_reference, state.loss_fell_at, (logs or {}).get("basic_loss"),
+                c.patience_loss_drop, state.evals_done * c.eval_every)
+        except ValueError:
             raise ConfigError("patience_loss_drop needs the period's basic_loss in the "
-                              "training logs; this model reports none (set it to 0)")
-        if state.loss_reference < 0:
-            state.loss_reference = float(loss)
-        elif float(loss) <= self._loss_target():
-            state.loss_fell_at = state.evals_done * self.trainer.config.eval_every
-        return state.loss_fell_at >= 0
+                              "training logs; this model reports none (set it to 0)") from None
+        return patience_counts(state.loss_fell_at, c.patience_loss_drop)
 
 
 class LossLogger(keras.callbacks.Callback):
