@@ -4,6 +4,8 @@
         --batch_size=256 --maxlen=20 --embedding_dim=64 --seconds=30
     python benchmarks/train_throughput.py --encoder=youtube_dnn --dataset=synthetic \
         --num_items=300000 --seconds=30
+    python benchmarks/train_throughput.py --encoder=comirec_dr --plugin=mic --dataset=ml-1m \
+        --embedding_dim=128 --mic_settings=configs/mic_ml-1m_comirec_dr.flags
 
 Everything runs in one `model.fit` call, as in training; the first `--warmup_steps`
 (tracing, first-touch allocations) are not timed. Synthetic data is
@@ -40,6 +42,11 @@ flags.DEFINE_enum("optimizer", "auto", ["auto", "adam", "lazy_adam"], "Optimizer
                   "lazy_adam from 100k items).")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_integer("mining_every", 500, "MIC: steps between minings (their time is included).")
+flags.DEFINE_string("mic_settings", None, "MIC: a selected-settings flagfile "
+                    "(configs/mic_D_E.flags); its training settings (term weights, ablation, "
+                    "mined_weight, single_channel_heads) are used, its inference settings do not "
+                    "matter here. Mining runs every --mining_every steps from the start, also for "
+                    "settings that start it on the first plateau (there is no validation here).")
 flags.DEFINE_string("data_dir", "/tmp/mic_bench_data", "Processed-data cache.")
 FLAGS = flags.FLAGS
 
@@ -58,6 +65,27 @@ def load_data():
 
 
 _CHUNK = 50  # steps per timed "epoch"
+
+
+# flagfile names (run.py) -> MICConfig fields, for the settings that change a training step
+_TRAINING_SETTINGS = {"w_uv": float, "w_vv": float, "w_uu": float, "mined_weight": float,
+                      "single_channel_heads": bool}
+
+
+def apply_mic_settings(cfg, path: str) -> dict:
+    """Sets `cfg`'s MIC training settings (and ablation) from a selected-settings flagfile;
+    returns what was applied."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from experiments.flagfiles import read_flagfile
+
+    values, applied = read_flagfile(path), {}
+    for name, kind in _TRAINING_SETTINGS.items():
+        if name in values:
+            applied[name] = kind(values[name])
+            setattr(cfg.mic, name, applied[name])
+    if "ablation" in values:
+        cfg.ablation = applied["ablation"] = values["ablation"]
+    return applied
 
 
 def make_timer(seconds: float, warmup_epochs: int):
@@ -98,6 +126,11 @@ def main(argv):
                            basic_loss=FLAGS.basic_loss, embedding_dim=FLAGS.embedding_dim,
                            train=train)
     cfg.mic.mining_every = FLAGS.mining_every
+    settings = {}
+    if FLAGS.mic_settings:
+        if FLAGS.plugin != "mic":
+            raise app.UsageError("--mic_settings needs --plugin=mic")
+        settings = apply_mic_settings(cfg, FLAGS.mic_settings)
     cfg.validate()
     keras.utils.set_random_seed(FLAGS.seed)
     model = build_model(cfg, ds)
@@ -117,6 +150,7 @@ def main(argv):
     steps, elapsed = timer.steps, timer.elapsed
     result = {"encoder": FLAGS.encoder, "plugin": FLAGS.plugin, "dataset": FLAGS.dataset,
               "mining_every": FLAGS.mining_every if FLAGS.plugin == "mic" else None,
+              "mic_settings": FLAGS.mic_settings, "mic_training_settings": settings or None,
               "num_items": ds.num_items, "num_train_users": len(ds.split_range("train")),
               "basic_loss": FLAGS.basic_loss, "sampler": FLAGS.sampler,
               "batch_size": FLAGS.batch_size, "maxlen": FLAGS.maxlen,
