@@ -76,12 +76,13 @@ def apply_mic_settings(cfg, path: str) -> dict:
     """Sets `cfg`'s MIC training settings (and ablation) from a selected-settings flagfile;
     returns what was applied."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from experiments.flagfiles import read_flagfile
+    from experiments.flagfiles import as_bool, read_flagfile
 
     values, applied = read_flagfile(path), {}
     for name, kind in _TRAINING_SETTINGS.items():
         if name in values:
-            applied[name] = kind(values[name])
+            # bool("false") is True: a boolean goes through the flag syntax's own reading
+            applied[name] = as_bool(values[name]) if kind is bool else kind(values[name])
             setattr(cfg.mic, name, applied[name])
     if "ablation" in values:
         cfg.ablation = applied["ablation"] = values["ablation"]

@@ -30,6 +30,18 @@ def parse_flag(arg: str) -> tuple[str, str | bool]:
     return (name[2:], False) if name.startswith("no") else (name, True)
 
 
+def as_bool(value: str | bool) -> bool:
+    """A boolean flag's value as `parse_flag` returns it (True, False, or absl's `=true` /
+    `=false` / `=1` / `=0` spellings) -> bool; anything else is refused, not read as True."""
+    if isinstance(value, bool):
+        return value
+    spelled = {"true": True, "1": True, "false": False, "0": False}
+    if value.lower() not in spelled:
+        raise ValueError(f"{value!r} is not a boolean value: write --name, --noname, "
+                         "--name=true or --name=false")
+    return spelled[value.lower()]
+
+
 def read_flagfile(path: Path) -> dict:
     """`--name=value` / `--name` / `--noname` lines (`#` comments) -> {name: str or bool}."""
     out = {}

@@ -165,3 +165,15 @@ def test_run_py_resumes_a_run_started_before_a_flag_existed(tmp_path):
     done = subprocess.run([sys.executable, "-c", RESUME_CHECK, str(tmp_path)], cwd=repo,
                           capture_output=True, text=True, check=True)
     assert "patience_loss_drop: 0.0 -> 0.05" in done.stdout
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("true", True),
+                                             ("False", False), ("1", True), ("0", False)])
+def test_boolean_flagfile_values(value, expected):
+    assert flagfiles.as_bool(value) is expected
+
+
+def test_a_boolean_spelled_otherwise_is_refused():
+    # bool("no") would be True; the reader names the problem instead
+    with pytest.raises(ValueError, match="not a boolean value"):
+        flagfiles.as_bool("no")
